@@ -1,0 +1,22 @@
+// Render the math that pymdownx.arithmatex marks up (class "arithmatex"),
+// with the KaTeX copy the site serves itself. Material's document$ fires on
+// the first load and after every instant navigation, so new pages get
+// rendered too.
+(function () {
+  function renderMath(root) {
+    root.querySelectorAll(".arithmatex").forEach(function (el) {
+      if (el.dataset.rendered) return;
+      var tex = el.textContent.trim();
+      var display = el.tagName === "DIV";
+      // arithmatex (generic mode) wraps inline math in \( \) and blocks in \[ \]
+      tex = tex.replace(/^\\[(\[]/, "").replace(/\\[)\]]$/, "");
+      katex.render(tex, el, { displayMode: display, throwOnError: true });
+      el.dataset.rendered = "1";
+    });
+  }
+  if (typeof document$ !== "undefined") {
+    document$.subscribe(function () { renderMath(document.body); });
+  } else {
+    document.addEventListener("DOMContentLoaded", function () { renderMath(document.body); });
+  }
+})();

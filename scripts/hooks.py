@@ -1,0 +1,255 @@
+"""MkDocs hooks: connect the snippet runner's outputs and the cards to the pages.
+
+Placeholders a page may use (in prose, not in code blocks):
+
+    {{ result NAME.key.path }}         a value from NAME's results.json
+    {{ result NAME.key.path | .2f }}   ... formatted with a format spec
+    {{ output NAME }}                  NAME's printed output as a text block
+    {{ figure NAME/file.svg | alt }}   an image the snippet wrote
+    {{ machine NAME }}                 the CPU, cores and torch that ran NAME
+    {{ infographic }}                  this problem page's card, drawn
+    {{ solutions_table }}              this problem page's fixes, from its card
+    {{ papers }}                       this problem page's papers, from its card
+    {{ problems_table }}               all problems grouped by category
+
+NAME is a snippet path without .py, relative to the page's own snippet folder
+(docs/problems/01-quadratic-complexity.md -> snippets/problems/01_quadratic_complexity/)
+or, if it contains a '/', relative to snippets/. A placeholder that cannot be
+filled fails the build.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import re
+import sys
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cards as cards_mod  # noqa: E402
+import runner  # noqa: E402
+
+ROOT = runner.ROOT
+OUT = ROOT / "build" / "out"
+log = logging.getLogger("mkdocs.hooks.transformer_problems")
+PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*([^}|]*?)\s*(?:\|\s*([^}]*?)\s*)?\}\}")
+FIGURE_EXT = {".svg", ".png"}
+KATEX = ROOT / "node_modules" / "katex" / "dist"
+
+_state: dict = {"command": None, "cards": []}
+
+
+def on_startup(command, dirty):
+    _state["command"] = command
+
+
+def on_config(config):
+    try:
+        _state["cards"] = cards_mod.load_cards(ROOT / "problems")
+        _state["docs_dir"] = config["docs_dir"]
+    except cards_mod.CardError as exc:
+        raise PluginError(f"card error: {exc}") from exc
+    if not (KATEX / "katex.min.js").is_file():
+        raise PluginError(f"KaTeX is not installed ({KATEX} missing): run `make setup` (npm ci)")
+    return config
+
+
+def on_pre_build(config):
+    """Run stale snippets and redraw stale infographics (a no-op when all is cached)."""
+    if os.environ.get("TP_SNIPPETS_DONE") == "1":
+        return
+    import build as build_mod
+
+    try:
+        runner.run(ROOT, log=log.info)
+        build_mod.infographics(ROOT, log=log.info)
+    except (runner.SnippetFailure, cards_mod.CardError) as exc:
+        raise PluginError(f"{exc}\nThe previous good outputs are kept.") from exc
+
+
+def on_serve(server, config, builder):
+    for sub in ("snippets", "problems"):
+        server.watch(str(ROOT / sub))
+    return server
+
+
+def on_files(files, config):
+    """Add generated figures, infographics and KaTeX to the site."""
+
+    def add(src_uri: str, abs_path: Path) -> None:
+        files.append(File.generated(config, src_uri, abs_src_path=str(abs_path)))
+
+    if OUT.is_dir():
+        for link in sorted(OUT.rglob("*")):
+            if not link.is_symlink():
+                continue
+            name = link.relative_to(OUT).as_posix()
+            for f in sorted(link.resolve().iterdir()):
+                if f.suffix in FIGURE_EXT:
+                    add(f"generated/{name}/{f.name}", f)
+    ig = ROOT / "build" / "infographics"
+    if ig.is_dir():
+        for f in sorted(ig.glob("*.svg")):
+            add(f"generated/infographics/{f.name}", f)
+    for rel in ("katex.min.js", "katex.min.css"):
+        add(f"assets/katex/{rel}", KATEX / rel)
+    for font in sorted((KATEX / "fonts").glob("*.woff2")):
+        add(f"assets/katex/fonts/{font.name}", font)
+    return files
+
+
+def _page_dir(page) -> str:
+    """docs/problems/01-quadratic-complexity.md -> problems/01_quadratic_complexity."""
+    src = Path(page.file.src_uri)
+    return (src.parent / src.stem.replace("-", "_")).as_posix()
+
+
+def _page_card(page):
+    stem = Path(page.file.src_uri).stem
+    for card in _state["cards"]:
+        if cards_mod.page_slug(card) == stem:
+            return card
+    return None
+
+
+def _entry(page, name: str, what: str) -> Path:
+    full = name if "/" in name else f"{_page_dir(page)}/{name}"
+    link = OUT / full
+    if not link.exists():
+        raise PluginError(
+            f"{page.file.src_uri}: {what} needs snippets/{full}.py to have run "
+            f"(no output at build/out/{full}); run `python scripts/build.py`"
+        )
+    return link
+
+
+def _lookup(data, dotted: str, where: str):
+    cur = data
+    for part in dotted.split("."):
+        if isinstance(cur, list) and part.lstrip("-").isdigit():
+            cur = cur[int(part)]
+        elif isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        else:
+            raise PluginError(f"{where}: no value '{dotted}' (missing '{part}')")
+    return cur
+
+
+def _rel(page, uri: str) -> str:
+    return posixpath.relpath(uri, posixpath.dirname(page.file.src_uri) or ".")
+
+
+def _paper_link(p: dict) -> str:
+    arxiv = p["url"].rsplit("/", 1)[-1]
+    return f"[{p['title']}]({p['url']}) ({p['year']}, arXiv:{arxiv})"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _fill(page, kind: str, arg: str, opt: str | None) -> str:
+    where = f"{page.file.src_uri}: {{{{ {kind} {arg} }}}}"
+    if kind == "result":
+        name, _, key = arg.partition(".")
+        if not key:
+            raise PluginError(f"{where}: expected NAME.key")
+        link = _entry(page, name, where)
+        results = link / "results.json"
+        if not results.is_file():
+            raise PluginError(f"{where}: snippet wrote no results.json")
+        value = _lookup(json.loads(results.read_text()), key, where)
+        if isinstance(value, (dict, list)):
+            raise PluginError(f"{where}: '{key}' is a {type(value).__name__}, not a single value")
+        try:
+            return format(value, opt) if opt else str(value)
+        except (ValueError, TypeError) as exc:
+            raise PluginError(f"{where}: cannot format {value!r} with '{opt}': {exc}") from exc
+    if kind == "output":
+        link = _entry(page, arg, where)
+        text = (link / "_stdout.txt").read_text().rstrip()
+        if not text:
+            raise PluginError(f"{where}: the snippet printed nothing")
+        fence = "````" if "```" in text else "```"
+        return f'{fence}text title="Output (from the build)"\n{text}\n{fence}'
+    if kind == "figure":
+        name, _, fname = arg.rpartition("/")
+        link = _entry(page, name, where)
+        if not (link / fname).is_file():
+            raise PluginError(f"{where}: the snippet wrote no {fname}")
+        full = link.relative_to(OUT).as_posix()
+        alt = opt or fname
+        return f"![{alt}]({_rel(page, f'generated/{full}/{fname}')}){{ loading=lazy }}"
+    if kind == "machine":
+        link = _entry(page, arg, where)
+        meta = json.loads((link / "_meta.json").read_text())
+        m, env = meta["machine"], meta["env"]
+        return (
+            f"{m['cpu']}, {m['cores']} cores ({meta.get('torch_threads') or '?'} torch threads), "
+            f"PyTorch {env['torch']}, Python {env['python']}, device {env['device']}"
+        )
+    card = _page_card(page)
+    if kind in ("infographic", "solutions_table", "papers") and card is None:
+        raise PluginError(f"{where}: this page has no problem card (expected problems/<NN_slug>.yaml)")
+    if kind == "infographic":
+        stem = cards_mod.card_stem(card)
+        if not (ROOT / "build" / "infographics" / f"{stem}.svg").is_file():
+            raise PluginError(f"{where}: infographic not drawn; run `python scripts/build.py`")
+        return (
+            f"![Infographic: {card['title']}]"
+            f"({_rel(page, f'generated/infographics/{stem}.svg')}){{ .infographic }}"
+        )
+    if kind == "solutions_table":
+        rows = ["| Fix | Idea | Trade-off | Paper |", "|---|---|---|---|"]
+        for s in card["solutions"]:
+            rows.append(
+                f"| **{_cell(s['name'])}** | {_cell(s['idea'])} | {_cell(s['trade_off'])} | "
+                f"[{_cell(s['paper']['title'])}]({s['paper']['url']}) ({s['paper']['year']}) |"
+            )
+        return "\n".join(rows)
+    if kind == "papers":
+        return "\n".join(f"- {_paper_link(p)}: {p['contribution']}" for p in card["papers"])
+    if kind == "problems_table":
+        return _problems_table(page)
+    raise PluginError(f"{where}: unknown placeholder '{kind}'")
+
+
+def _problems_table(page) -> str:
+    docs = Path(_state["docs_dir"])
+    parts = []
+    for cat in cards_mod.CATEGORIES:
+        rows = [c for c in _state["cards"] if c["category"] == cat]
+        if not rows:
+            continue
+        parts += [f"### {cat}", "", "| # | Problem | In one line |", "|---|---|---|"]
+        for c in rows:
+            slug = cards_mod.page_slug(c)
+            title = _cell(c["title"])
+            if (docs / "problems" / f"{slug}.md").is_file():
+                title = f"[{title}]({_rel(page, f'problems/{slug}.md')})"
+            else:
+                title += " *(page coming)*"
+            parts.append(f"| {c['number']} | {title} | {_cell(c['summary'])} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def on_page_markdown(markdown, page, config, files):
+    out, fence = [], None
+    for line in markdown.split("\n"):
+        stripped = line.lstrip()
+        m = re.match(r"(`{3,}|~{3,})", stripped)
+        if m and (fence is None or stripped.startswith(fence)):
+            fence = None if fence else m.group(1)
+            out.append(line)
+            continue
+        if fence is None and "{{" in line:
+            line = PLACEHOLDER.sub(lambda mm: _fill(page, mm.group(1), mm.group(2), mm.group(3)), line)
+        out.append(line)
+    return "\n".join(out)

@@ -1,0 +1,401 @@
+"""Run the snippets under snippets/, cached, in parallel, with progress.
+
+Each snippet runs in its own forked child of a pre-warmed process
+(scripts/zygote.py) as `__main__`, with SNIPPET_OUT pointing at a fresh
+temporary folder. Its stdout, results.json and figures become a cache entry:
+
+    build/cache/<key>/        key = hash(runner version, python, torch, device,
+                                         snippet path, snippet source)
+        _stdout.txt, _status.json, _meta.json, results.json, *.svg, *.png
+    build/out/<rel>  ->  symlink to the entry the pages use (rel = path
+                         under snippets/ without .py)
+
+An entry also records every repo file the snippet read or imported (an audit
+hook sees each open()); the entry is valid only while those files hash the
+same. A failed or timed-out run never touches build/out or a good entry: the
+previous outputs stay and the build stops naming the file and line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER_VERSION = "1"
+DEFAULT_TIMEOUT = 120.0
+DIRECTIVE = re.compile(r"^#\s*build:\s*(.+)$")
+
+
+class SnippetFailure(RuntimeError):
+    """A snippet raised, exited non-zero or timed out."""
+
+
+@dataclass
+class Snippet:
+    path: Path  # absolute
+    root: Path
+
+    @property
+    def rel(self) -> str:
+        return self.path.relative_to(self.root).as_posix()
+
+    @property
+    def name(self) -> str:
+        """Path under snippets/ without .py, e.g. problems/01_x/naive_vs_sdpa."""
+        return self.path.relative_to(self.root / "snippets").with_suffix("").as_posix()
+
+    def directives(self) -> dict:
+        """`# build: exclusive, timeout=60` lines in the first 30 lines."""
+        found: dict = {}
+        for line in self.path.read_text(encoding="utf-8").splitlines()[:30]:
+            m = DIRECTIVE.match(line.strip())
+            if m:
+                for part in m.group(1).split(","):
+                    k, _, v = part.strip().partition("=")
+                    found[k.strip()] = v.strip() or True
+        return found
+
+
+@dataclass
+class Result:
+    snippet: Snippet
+    status: str  # "cached" | "ran" | "failed" | "timeout"
+    seconds: float = 0.0
+    peak_mib: float | None = None
+    error: str | None = None
+    line: int | None = None
+    detail: str = ""
+    entry: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_hash(path: Path) -> str | None:
+    try:
+        return sha256(path.read_bytes())
+    except OSError:
+        return None
+
+
+def environment(device: str) -> dict:
+    """Everything besides the sources that decides a snippet's result."""
+    return {
+        "runner": RUNNER_VERSION,
+        "python": platform.python_version(),
+        "torch": metadata.version("torch"),
+        "numpy": metadata.version("numpy"),
+        "matplotlib": metadata.version("matplotlib"),
+        "device": device,
+    }
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system()}
+
+
+def discover(root: Path, only: list[str] | None = None) -> list[Snippet]:
+    """Every snippets/**/*.py except __init__.py and _private.py, sorted.
+
+    `only`: paths (files or folders, relative to root or absolute) to keep.
+    """
+    snips = [
+        Snippet(p, root)
+        for p in sorted((root / "snippets").rglob("*.py"))
+        if not p.name.startswith("_") and "_out" not in p.parent.name
+    ]
+    if only:
+        wanted = [Path(o) if Path(o).is_absolute() else (root / o) for o in only]
+        wanted = [w.resolve() for w in wanted]
+        snips = [s for s in snips if any(s.path == w or w in s.path.parents for w in wanted)]
+    return snips
+
+
+def snippets_of_page(root: Path, page: Path) -> list[str]:
+    """The snippet files a Markdown page includes with --8<--."""
+    text = Path(page).read_text(encoding="utf-8")
+    return sorted({m for m in re.findall(r'--8<--\s+"(snippets/[^":]+\.py)', text)})
+
+
+class Cache:
+    def __init__(self, root: Path, device: str):
+        self.root = root
+        self.dir = root / "build" / "cache"
+        self.out = root / "build" / "out"
+        self.tmp = root / "build" / "tmp"
+        self.env = environment(device)
+        self.device = device
+        for d in (self.dir, self.out, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def key(self, s: Snippet) -> str:
+        head = json.dumps({"env": self.env, "path": s.rel}, sort_keys=True).encode()
+        return sha256(head + b"\0" + s.path.read_bytes())[:24]
+
+    def lookup(self, s: Snippet) -> Path | None:
+        entry = self.dir / self.key(s)
+        meta = entry / "_meta.json"
+        if not meta.is_file():
+            return None
+        deps = json.loads(meta.read_text()).get("deps", {})
+        for rel, h in deps.items():
+            if file_hash(self.root / rel) != h:
+                return None
+        return entry
+
+    def commit(self, s: Snippet, tmp: Path, status: dict, seconds: float) -> Path:
+        """Turn a successful run's folder into the cache entry, atomically."""
+        deps = {rel: file_hash(self.root / rel) for rel in status.get("reads", [])}
+        meta = {
+            "snippet": s.rel,
+            "env": self.env,
+            "deps": deps,
+            "seconds": seconds,
+            "peak_mib": status.get("peak_mib"),
+            "machine": machine(),
+            "torch_threads": status.get("threads"),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        (tmp / "_meta.json").write_text(json.dumps(meta, indent=1))
+        entry = self.dir / self.key(s)
+        if entry.exists():  # same source, changed deps: swap the old entry out
+            trash = self.tmp / f"old-{entry.name}-{os.getpid()}-{time.monotonic_ns()}"
+            os.replace(entry, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(tmp, entry)
+        self.publish(s, entry)
+        return entry
+
+    def publish(self, s: Snippet, entry: Path) -> None:
+        """Point build/out/<name> at entry (atomic symlink swap)."""
+        link = self.out / s.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(entry, link.parent)
+        if link.is_symlink() and os.readlink(link) == target:
+            return
+        tmp_link = link.with_name(link.name + f".tmp{os.getpid()}")
+        if tmp_link.is_symlink() or tmp_link.exists():
+            tmp_link.unlink()
+        os.symlink(target, tmp_link)
+        os.replace(tmp_link, link)
+
+    def prune(self, keep: list[Snippet]) -> None:
+        """Remove entries and links no current snippet uses."""
+        live = {self.key(s) for s in keep}
+        names = {s.name for s in keep}
+        for entry in self.dir.iterdir():
+            if entry.name not in live:
+                shutil.rmtree(entry, ignore_errors=True)
+        for link in self.out.rglob("*"):
+            if link.is_symlink() and link.relative_to(self.out).as_posix() not in names:
+                link.unlink()
+
+
+class Zygote:
+    """The pre-warmed process; started only when something must run."""
+
+    def __init__(self, root: Path):
+        env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(root / "scripts" / "zygote.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=root,
+        )
+        hello = json.loads(self.proc.stdout.readline() or "{}")
+        if not hello.get("ready"):
+            raise RuntimeError("the snippet runner (scripts/zygote.py) failed to start")
+
+    def submit(self, req: dict) -> None:
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def next_done(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the snippet runner (scripts/zygote.py) died")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _failure_text(r: Result) -> str:
+    where = r.snippet.rel + (f":{r.line}" if r.line else "")
+    head = f"{'TIMEOUT' if r.status == 'timeout' else 'FAILED'} {where}: {r.error}"
+    return head + ("\n" + r.detail.rstrip() if r.detail.strip() else "")
+
+
+def _hang_line(stderr: str, path: Path) -> int | None:
+    """The snippet's innermost line in a faulthandler dump."""
+    lines = re.findall(r'File "([^"]+)", line (\d+)', stderr)
+    for f, n in lines:  # faulthandler prints innermost first
+        if os.path.abspath(f) == str(path):
+            return int(n)
+    return None
+
+
+def run(
+    root: Path = ROOT,
+    only: list[str] | None = None,
+    device: str = "cpu",
+    jobs: int | None = None,
+    timeout: float | None = None,
+    log=print,
+    prune: bool | None = None,
+) -> list[Result]:
+    """Run (or reuse) every snippet; raise SnippetFailure on the first failure."""
+    t_start = time.perf_counter()
+    root = Path(root).resolve()
+    snippets = discover(root, only)
+    cache = Cache(root, device)
+    cores = os.cpu_count() or 1
+    jobs = max(1, jobs or cores)
+    results: dict[str, Result] = {}
+    todo: list[Snippet] = []
+    for s in snippets:
+        entry = cache.lookup(s)
+        if entry is not None:
+            meta = json.loads((entry / "_meta.json").read_text())
+            cache.publish(s, entry)
+            results[s.rel] = Result(s, "cached", meta.get("seconds", 0.0), meta.get("peak_mib"), entry=entry)
+        else:
+            todo.append(s)
+    n_total = len(snippets)
+    done_count = 0
+
+    def show(r: Result) -> None:
+        nonlocal done_count
+        done_count += 1
+        mem = f"{r.peak_mib:7.0f} MiB" if r.peak_mib is not None else " " * 11
+        log(f"[{done_count:>3}/{n_total}] {r.status:<7} {r.seconds:6.1f}s {mem}  {r.snippet.rel}")
+
+    for s in snippets:
+        if s.rel in results:
+            show(results[s.rel])
+
+    failure: Result | None = None
+    if todo:
+        # Parallel snippets share the cores; `# build: exclusive` ones (timings)
+        # run afterwards, alone, with every core.
+        parallel = [s for s in todo if not s.directives().get("exclusive")]
+        exclusive = [s for s in todo if s.directives().get("exclusive")]
+        zyg = Zygote(root)
+        try:
+            failure = _run_batch(zyg, cache, parallel, jobs, max(1, cores // jobs), timeout, device, results, show)
+            if failure is None:
+                failure = _run_batch(zyg, cache, exclusive, 1, cores, timeout, device, results, show)
+        finally:
+            zyg.close()
+    ordered = [results[s.rel] for s in snippets if s.rel in results]
+    write_report(root, cache, ordered, time.perf_counter() - t_start)
+    ran = sum(r.status == "ran" for r in ordered)
+    cached = sum(r.status == "cached" for r in ordered)
+    failed = sum(r.status in ("failed", "timeout") for r in ordered)
+    log(
+        f"snippets: {len(snippets)} total, {ran} ran, {cached} cached, {failed} failed "
+        f"in {time.perf_counter() - t_start:.1f}s (device {device}, {jobs} parallel)"
+    )
+    if failure is not None:
+        raise SnippetFailure(_failure_text(failure))
+    if prune if prune is not None else not only:
+        cache.prune(snippets)
+    return ordered
+
+
+def _run_batch(zyg, cache, batch, jobs, threads, timeout, device, results, show) -> Result | None:
+    pending = list(batch)
+    running: dict[str, tuple[Snippet, Path]] = {}
+    failure: Result | None = None
+    while pending or running:
+        while pending and len(running) < jobs and failure is None:
+            s = pending.pop(0)
+            tmp = cache.tmp / f"{s.name.replace('/', '__')}-{os.getpid()}-{time.monotonic_ns()}"
+            tmp.mkdir(parents=True)
+            limit = float(s.directives().get("timeout", timeout or DEFAULT_TIMEOUT))
+            zyg.submit({
+                "id": s.rel, "path": str(s.path), "out": str(tmp), "timeout": limit,
+                "threads": threads, "root": str(cache.root),
+                "argv": ["--device", device] if device != "cpu" else [],
+            })
+            running[s.rel] = (s, tmp)
+        if failure is not None and not running:
+            break
+        if not running:
+            break
+        msg = zyg.next_done()
+        s, tmp = running.pop(msg["id"])
+        status_file = tmp / "_status.json"
+        status = json.loads(status_file.read_text()) if status_file.is_file() else {}
+        status["threads"] = threads
+        stderr = (tmp / "_stderr.txt").read_text(errors="replace") if (tmp / "_stderr.txt").is_file() else ""
+        if msg.get("timed_out"):
+            limit = float(s.directives().get("timeout", timeout or DEFAULT_TIMEOUT))
+            r = Result(s, "timeout", msg["seconds"], error=f"timed out: still running after its {limit:g}s limit",
+                       line=_hang_line(stderr, s.path), detail=stderr[-4000:])
+        elif msg.get("exit") == 0 and status.get("ok"):
+            entry = cache.commit(s, tmp, status, msg["seconds"])
+            r = Result(s, "ran", msg["seconds"], status.get("peak_mib"), entry=entry)
+        else:
+            if msg.get("signal"):
+                err = f"killed by signal {msg['signal']}"
+            else:
+                err = status.get("error") or f"exit code {msg.get('exit')}"
+            r = Result(s, "failed", msg["seconds"], error=err, line=status.get("line"),
+                       detail=status.get("traceback") or stderr[-4000:])
+        if r.status != "ran":
+            shutil.rmtree(tmp, ignore_errors=True)
+            if failure is None:
+                failure = r
+        results[s.rel] = r
+        show(r)
+    return failure
+
+
+def write_report(root: Path, cache: Cache, results: list[Result], seconds: float) -> None:
+    report = {
+        "machine": machine(),
+        "env": cache.env,
+        "seconds": seconds,
+        "snippets": [
+            {
+                "path": r.snippet.rel,
+                "status": r.status,
+                "cache_hit": r.status == "cached",
+                "seconds": round(r.seconds, 3),
+                "peak_mib": None if r.peak_mib is None else round(r.peak_mib, 1),
+                **({"error": r.error, "line": r.line} if r.error else {}),
+            }
+            for r in results
+        ],
+    }
+    path = root / "build" / "report.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)

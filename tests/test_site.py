@@ -1,0 +1,206 @@
+"""The built site in a real browser (Chromium driven by Playwright), served on 127.0.0.1."""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+SITE = ROOT / "site"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def server(built):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    handler = functools.partial(_Quiet, directory=str(SITE))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: run `make setup` (apt-get install chromium)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+class Watched:
+    """A page with every console error, failed request and foreign request recorded."""
+
+    def __init__(self, browser, base):
+        self.ctx = browser.new_context()
+        self.page = self.ctx.new_page()
+        self.base_host = urlparse(base).netloc
+        self.errors: list[str] = []
+        self.failed: list[str] = []
+        self.foreign: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("requestfailed", lambda r: self.failed.append(f"{r.url} {r.failure}"))
+        self.page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.url} {r.status}"))
+        self.page.on("request", self._request)
+
+    def _request(self, req):
+        u = urlparse(req.url)
+        if u.scheme in ("data", "blob", "about"):
+            return
+        if u.netloc != self.base_host:
+            self.foreign.append(req.url)
+
+    def close(self):
+        self.ctx.close()
+
+
+def html_pages() -> list[str]:
+    pages = sorted(p.relative_to(SITE).as_posix() for p in SITE.rglob("*.html"))
+    return [p for p in pages if p != "404.html"]
+
+
+def site_pages():
+    # Collected after the build fixture has produced site/; listed lazily through this helper.
+    return html_pages()
+
+
+def _load_all_images(page):
+    """Scroll every image into view (lazy ones load then) and report those that fail."""
+    return page.evaluate(
+        """async () => {
+            const bad = [];
+            for (const img of Array.from(document.images)) {
+                img.scrollIntoView();
+                if (!img.complete) {
+                    await new Promise(r => { img.addEventListener('load', r, {once: true});
+                                             img.addEventListener('error', r, {once: true});
+                                             setTimeout(r, 5000); });
+                }
+                if (!img.complete || img.naturalWidth === 0) bad.push(img.currentSrc || img.src);
+            }
+            return bad;
+        }"""
+    )
+
+
+def _math_state(page):
+    return page.evaluate(
+        """() => ({
+            katex: document.querySelectorAll('.arithmatex .katex').length,
+            pending: Array.from(document.querySelectorAll('.arithmatex')).filter(e => !e.dataset.rendered).length,
+            raw: /\\\\\\(|\\\\\\[/.test(document.querySelector('article').innerText),
+            errors: document.querySelectorAll('.katex-error').length,
+        })"""
+    )
+
+
+def test_every_page_loads_cleanly(built, server, browser):
+    pages = site_pages()
+    assert len(pages) >= 4, pages
+    problems = []
+    for rel in pages:
+        w = Watched(browser, server)
+        w.page.goto(f"{server}/{rel}", wait_until="networkidle")
+        bad_images = _load_all_images(w.page)
+        w.page.wait_for_load_state("networkidle")
+        math = _math_state(w.page)
+        for kind, items in (("console error", w.errors), ("failed request", w.failed),
+                            ("request to another host", w.foreign), ("broken image", bad_images)):
+            problems += [f"{rel}: {kind}: {x}" for x in items]
+        if math["pending"] or math["raw"] or math["errors"]:
+            problems.append(f"{rel}: math not rendered: {math}")
+        w.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_problem_page_has_rendered_math_figures_and_output(built, server, browser):
+    w = Watched(browser, server)
+    w.page.goto(f"{server}/problems/01-quadratic-complexity/", wait_until="networkidle")
+    assert _math_state(w.page)["katex"] >= 3
+    assert w.page.locator("img.infographic").count() == 1
+    assert w.page.locator("img[src*='generated/problems/01_quadratic_complexity']").count() >= 2
+    assert w.page.get_by_text("Output (from the build)").count() >= 2
+    assert w.page.locator("button.md-clipboard").count() >= 2, "code copy buttons"
+    w.close()
+
+
+def test_search_finds_flash_on_problem_1(built, server, browser):
+    w = Watched(browser, server)
+    w.page.goto(f"{server}/", wait_until="networkidle")
+    w.page.locator("label.md-search__icon, .md-search__input").first.click()
+    w.page.locator("input.md-search__input").fill("flash")
+    item = w.page.locator(".md-search-result__item").filter(has_text="Quadratic complexity")
+    item.first.wait_for(timeout=15000)
+    assert not w.errors and not w.foreign, (w.errors, w.foreign)
+    w.close()
+
+
+def test_instant_navigation_rerenders_math(built, server, browser):
+    w = Watched(browser, server)
+    w.page.goto(f"{server}/", wait_until="networkidle")
+    w.page.evaluate("window.__sameDocument = true")
+    w.page.locator("a[href*='01-quadratic-complexity']").first.click()
+    w.page.wait_for_url("**/01-quadratic-complexity/**")
+    w.page.wait_for_function("document.querySelectorAll('.arithmatex .katex').length > 0", timeout=10000)
+    # instant navigation swaps the page without reloading the document
+    assert w.page.evaluate("window.__sameDocument === true"), "navigation reloaded the page (not instant)"
+    state = _math_state(w.page)
+    assert state["pending"] == 0 and not state["raw"], state
+    assert not w.errors and not w.foreign and not w.failed, (w.errors, w.foreign, w.failed)
+    w.close()
+
+
+def test_dark_mode_toggle(built, server, browser):
+    w = Watched(browser, server)
+    w.page.goto(f"{server}/", wait_until="networkidle")
+    before = w.page.evaluate("document.body.getAttribute('data-md-color-scheme')")
+    w.page.locator("form[data-md-component='palette'] label:visible").first.click()
+    after = w.page.evaluate("document.body.getAttribute('data-md-color-scheme')")
+    assert {before, after} == {"default", "slate"}, (before, after)
+    w.close()
+
+
+def test_custom_404(built, server, browser):
+    w = Watched(browser, server)
+    w.page.goto(f"{server}/404.html", wait_until="networkidle")
+    assert w.page.get_by_role("heading", name="Page not found").count() == 1
+    w.close()
+
+
+@pytest.mark.parametrize("path", ["", "problems/01-quadratic-complexity/"])
+def test_no_serious_accessibility_violations(built, server, browser, path):
+    from axe_playwright_python.sync_playwright import Axe
+
+    w = Watched(browser, server)
+    w.page.goto(f"{server}/{path}", wait_until="networkidle")
+    results = Axe().run(w.page)
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} -> {[n['target'] for n in v['nodes']][:3]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not bad, "\n".join(bad)
+    w.close()

@@ -1,0 +1,66 @@
+"""Every snippet ran in the build and passed its own checks, and keeps the snippet contract."""
+from __future__ import annotations
+
+import ast
+import sys
+
+import pytest
+
+from conftest import ROOT, all_snippets
+
+SNIPPETS = all_snippets()
+IDS = [p.relative_to(ROOT / "snippets").as_posix() for p in SNIPPETS]
+ALLOWED_TOP = {"torch", "numpy", "matplotlib"}
+
+
+def test_there_are_snippets():
+    assert SNIPPETS, "no snippets found under snippets/"
+
+
+@pytest.mark.parametrize("path", SNIPPETS, ids=IDS)
+def test_snippet_passed_in_build(built, path):
+    """The build ran it (now or earlier, same inputs) and its assertions passed."""
+    rel = path.relative_to(ROOT).as_posix()
+    rows = {r["path"]: r for r in built["snippets"]}
+    assert rel in rows, f"{rel} was not run by the build"
+    assert rows[rel]["status"] in ("ran", "cached"), rows[rel]
+
+
+@pytest.mark.parametrize("path", SNIPPETS, ids=IDS)
+def test_snippet_is_standalone(path):
+    """Imports only the standard library, torch, numpy, matplotlib or its own folder's modules."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    siblings = {p.stem for p in path.parent.glob("*.py")}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: relative import"
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            ok = top in sys.stdlib_module_names or top in ALLOWED_TOP or top in siblings
+            assert ok, f"{path}:{node.lineno}: imports {name!r} (allowed: stdlib, torch, numpy, matplotlib)"
+            assert top not in ("scripts", "runner", "hooks", "cards", "build"), f"{path}: imports build code"
+
+
+@pytest.mark.parametrize("path", SNIPPETS, ids=IDS)
+def test_snippet_checks_its_claim(path):
+    """A snippet that only prints is a demo: it must assert or call torch.testing.assert_close."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    asserts = [n for n in ast.walk(tree) if isinstance(n, ast.Assert)]
+    closes = [
+        n for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", "")) == "assert_close"
+    ]
+    assert asserts or closes, f"{path}: no assert / assert_close: a snippet must check its claim"
+
+
+@pytest.mark.parametrize("path", SNIPPETS, ids=IDS)
+def test_snippet_has_main_guard_for_workers(path):
+    """Snippets using multiprocessing must guard their entry point (forkserver re-imports them)."""
+    text = path.read_text(encoding="utf-8")
+    if "multiprocessing" in text:
+        assert 'if __name__ == "__main__":' in text, f"{path}: multiprocessing without a __main__ guard"
