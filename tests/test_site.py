@@ -5,20 +5,29 @@ import functools
 import http.server
 import os
 import socket
+import subprocess
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from conftest import ROOT
+from conftest import PY, ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]
-SITE = ROOT / "site"
+
+
+class Served(str):
+    """The server's base URL (a str), with `.site`: the folder it serves."""
+
+    def __new__(cls, url: str, site: Path):
+        obj = super().__new__(cls, url)
+        obj.site = site
+        return obj
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -27,15 +36,26 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="session")
-def server(built):
+def server(built, tmp_path_factory):
+    """The site, built for this server's address and served from it.
+
+    Material's instant navigation only intercepts links under `site_url`, as on the
+    hosted site; so the pages are rendered once more (snippets and figures reused)
+    with site_url set to this server.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    handler = functools.partial(_Quiet, directory=str(SITE))
+    site = tmp_path_factory.mktemp("site")
+    env = dict(os.environ, SITE_URL=f"http://127.0.0.1:{port}/", TP_SNIPPETS_DONE="1", NO_MKDOCS_2_WARNING="1")
+    proc = subprocess.run([PY, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    handler = functools.partial(_Quiet, directory=str(site))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{port}"
+    yield Served(f"http://127.0.0.1:{port}", site)
     httpd.shutdown()
 
 
@@ -77,14 +97,9 @@ class Watched:
         self.ctx.close()
 
 
-def html_pages() -> list[str]:
-    pages = sorted(p.relative_to(SITE).as_posix() for p in SITE.rglob("*.html"))
-    return [p for p in pages if p != "404.html"]
-
-
-def site_pages():
-    # Collected after the build fixture has produced site/; listed lazily through this helper.
-    return html_pages()
+def html_pages(site: Path) -> list[str]:
+    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html"))
+    return [p.removesuffix("index.html") for p in pages if p != "404.html"]
 
 
 def _load_all_images(page):
@@ -117,8 +132,8 @@ def _math_state(page):
     )
 
 
-def test_every_page_loads_cleanly(built, server, browser):
-    pages = site_pages()
+def test_every_page_loads_cleanly(server, browser):
+    pages = html_pages(server.site)
     assert len(pages) >= 4, pages
     problems = []
     for rel in pages:
@@ -143,7 +158,9 @@ def test_problem_page_has_rendered_math_figures_and_output(built, server, browse
     assert w.page.locator("img.infographic").count() == 1
     assert w.page.locator("img[src*='generated/problems/01_quadratic_complexity']").count() >= 2
     assert w.page.get_by_text("Output (from the build)").count() >= 2
-    assert w.page.locator("button.md-clipboard").count() >= 2, "code copy buttons"
+    # Material adds copy buttons to code blocks as they scroll into view
+    w.page.locator("pre").first.scroll_into_view_if_needed()
+    w.page.locator("button[data-md-type=copy]").first.wait_for(state="attached", timeout=10000)
     w.close()
 
 
@@ -151,7 +168,7 @@ def test_search_finds_flash_on_problem_1(built, server, browser):
     w = Watched(browser, server)
     w.page.goto(f"{server}/", wait_until="networkidle")
     w.page.locator("label.md-search__icon, .md-search__input").first.click()
-    w.page.locator("input.md-search__input").fill("flash")
+    w.page.locator("input.md-search__input").press_sequentially("flash", delay=50)
     item = w.page.locator(".md-search-result__item").filter(has_text="Quadratic complexity")
     item.first.wait_for(timeout=15000)
     assert not w.errors and not w.foreign, (w.errors, w.foreign)
@@ -162,7 +179,7 @@ def test_instant_navigation_rerenders_math(built, server, browser):
     w = Watched(browser, server)
     w.page.goto(f"{server}/", wait_until="networkidle")
     w.page.evaluate("window.__sameDocument = true")
-    w.page.locator("a[href*='01-quadratic-complexity']").first.click()
+    w.page.locator(".md-content a[href*='01-quadratic-complexity']").first.click()
     w.page.wait_for_url("**/01-quadratic-complexity/**")
     w.page.wait_for_function("document.querySelectorAll('.arithmatex .katex').length > 0", timeout=10000)
     # instant navigation swaps the page without reloading the document

@@ -20,3 +20,14 @@
     document.addEventListener("DOMContentLoaded", function () { renderMath(document.body); });
   }
 })();
+
+// Accessible names for two theme widgets that ship without one
+// (axe: aria-dialog-name, aria-progressbar-name).
+(function () {
+  function name(selector, label) {
+    var el = document.querySelector(selector);
+    if (el && !el.hasAttribute("aria-label")) el.setAttribute("aria-label", label);
+  }
+  name(".md-search[role=dialog]", "Search");
+  name(".md-progress[role=progressbar]", "Page loading");
+})();
