@@ -32,6 +32,7 @@ from mkdocs.structure.files import File
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import build as build_mod  # noqa: E402  (imported now: MkDocs restores sys.path after loading hooks)
 import cards as cards_mod  # noqa: E402
 import runner  # noqa: E402
 
@@ -64,8 +65,6 @@ def on_pre_build(config):
     """Run stale snippets and redraw stale infographics (a no-op when all is cached)."""
     if os.environ.get("TP_SNIPPETS_DONE") == "1":
         return
-    import build as build_mod
-
     try:
         runner.run(ROOT, log=log.info)
         build_mod.infographics(ROOT, log=log.info)
