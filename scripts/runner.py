@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNER_VERSION = "1"
+RUNNER_VERSION = "2"
 DEFAULT_TIMEOUT = 120.0
 DIRECTIVE = re.compile(r"^#\s*build:\s*(.+)$")
 
@@ -353,7 +353,7 @@ def _run_batch(zyg, cache, batch, jobs, threads, timeout, device, results, show)
         s, tmp = running.pop(msg["id"])
         status_file = tmp / "_status.json"
         status = json.loads(status_file.read_text()) if status_file.is_file() else {}
-        status["threads"] = threads
+        status.setdefault("threads", threads)
         stderr = (tmp / "_stderr.txt").read_text(errors="replace") if (tmp / "_stderr.txt").is_file() else ""
         if msg.get("timed_out"):
             limit = float(s.directives().get("timeout", timeout or DEFAULT_TIMEOUT))

@@ -139,6 +139,7 @@ def _child(req: dict) -> None:
             "traceback": _snippet_traceback(exc, path),
         }
     status["seconds"] = time.perf_counter() - t0
+    status["threads"] = torch.get_num_threads()  # what the snippet ran with (it may set its own)
     status["peak_mib"] = max(0.0, _rss_mib("VmHWM:") - base)
     # Local modules the snippet imported (their .py, not the cached .pyc).
     for mod in list(sys.modules.values()):
