@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         "| What | Time |",
         "|---|---|",
         f"| Cold full build ({n_snip} snippets, infographics, `mkdocs build --strict`) | {cold:.1f} s |",
-        f"| &nbsp;&nbsp;of which the snippets' own run time (sum over snippets) | {work:.1f} s |",
+        f"| &nbsp;&nbsp;snippets' own run time, summed (two run at once, so the sum exceeds the wall time) | {work:.1f} s |",
         f"| &nbsp;&nbsp;slowest snippet: `{slowest['path']}` | {slowest['seconds']:.1f} s |",
         f"| No-change rebuild (snippets executed: {ran_count(out2)}) | {nochange:.1f} s |",
         f"| &nbsp;&nbsp;of which outside MkDocs (`build.py --no-site`) | {nosite:.2f} s |",
