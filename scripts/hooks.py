@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
+from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,6 +43,7 @@ log = logging.getLogger("mkdocs.hooks.transformer_problems")
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*([^}|]*?)\s*(?:\|\s*([^}]*?)\s*)?\}\}")
 FIGURE_EXT = {".svg", ".png"}
 KATEX = ROOT / "node_modules" / "katex" / "dist"
+NOTEBOOK_PAGES = ROOT / "build" / "notebook-pages"
 
 _state: dict = {"command": None, "cards": []}
 
@@ -78,8 +80,15 @@ def on_serve(server, config, builder):
     return server
 
 
+def notebook_uri(name: str) -> str:
+    """snippets/architectures/transformer_xl/notebook.ipynb -> architectures/transformer-xl-notebook.ipynb."""
+    folder, _, stem = name.rpartition("/")
+    return f"{folder.replace('_', '-')}-{stem}.ipynb"
+
+
+@event_priority(100)  # before mkdocs-jupyter turns .ipynb files into pages
 def on_files(files, config):
-    """Add generated figures, infographics and KaTeX to the site."""
+    """Add generated figures, infographics, executed notebooks and KaTeX to the site."""
 
     def add(src_uri: str, abs_path: Path) -> None:
         files.append(File.generated(config, src_uri, abs_src_path=str(abs_path)))
@@ -92,11 +101,24 @@ def on_files(files, config):
             for f in sorted(link.resolve().iterdir()):
                 if f.suffix in FIGURE_EXT:
                     add(f"generated/{name}/{f.name}", f)
+            if (link / "notebook.ipynb").is_file():
+                # The executed notebook becomes a page (mkdocs-jupyter wraps only plain
+                # Files, so it is copied under a source folder of its own); the stored
+                # notebook, without outputs, becomes a download.
+                uri = notebook_uri(name)
+                page_src = NOTEBOOK_PAGES / uri
+                page_src.parent.mkdir(parents=True, exist_ok=True)
+                data = (link / "notebook.ipynb").read_bytes()
+                if not page_src.is_file() or page_src.read_bytes() != data:
+                    page_src.write_bytes(data)
+                files.append(File(uri, src_dir=str(NOTEBOOK_PAGES), dest_dir=config["site_dir"],
+                                  use_directory_urls=config["use_directory_urls"]))
+                add(f"downloads/{notebook_uri(name).replace('/', '-')}", ROOT / "snippets" / f"{name}.ipynb")
     ig = ROOT / "build" / "infographics"
     if ig.is_dir():
         for f in sorted(ig.glob("*.svg")):
             add(f"generated/infographics/{f.name}", f)
-    for rel in ("katex.min.js", "katex.min.css"):
+    for rel in ("katex.min.js", "katex.min.css", "contrib/auto-render.min.js"):
         add(f"assets/katex/{rel}", KATEX / rel)
     for font in sorted((KATEX / "fonts").glob("*.woff2")):
         add(f"assets/katex/fonts/{font.name}", font)
@@ -252,3 +274,39 @@ def on_page_markdown(markdown, page, config, files):
             line = PLACEHOLDER.sub(lambda mm: _fill(page, mm.group(1), mm.group(2), mm.group(3)), line)
         out.append(line)
     return "\n".join(out)
+
+
+REPO_BLOB = "transformer-problems/transformer-problems/blob/main"
+_CDN_BLOCKS = [
+    re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.S),
+    # any inline script that would import from another host (nbconvert's mermaid loader)
+    re.compile(r"<script[^>]*>(?:(?!</script>).)*?https?://(?:(?!</script>).)*?</script>", re.S),
+    re.compile(r"<script[^>]*src=\"https?://[^\"]*\"[^>]*>\s*</script>"),
+]
+
+
+def on_post_page(output, page, config):
+    """Notebook pages: drop the converter's CDN scripts (the site renders math with its
+    own KaTeX) and add download / Colab / source links."""
+    uri = page.file.src_uri
+    if not uri.endswith("-notebook.ipynb"):
+        return output
+    for pat in _CDN_BLOCKS:
+        output = pat.sub("", output)
+    name = next((n for n in _notebook_names() if notebook_uri(n) == uri), None)
+    if name is None:
+        return output
+    here = page.url.rstrip("/") if page.url.endswith("/") else posixpath.dirname(page.url)
+    download = posixpath.relpath(f"downloads/{uri.replace('/', '-')}", here or ".")
+    links = (
+        '<p class="notebook-links">'
+        f'<a href="{download}" download>Download the notebook</a> · '
+        f'<a href="https://colab.research.google.com/github/{REPO_BLOB}/snippets/{name}.ipynb">Open in Colab</a> · '
+        f'<a href="https://github.com/{REPO_BLOB}/snippets/{name}.ipynb">Source on GitHub</a>'
+        " · executed by the build; the outputs below are what it printed</p>"
+    )
+    return output.replace('<div class="jupyter-wrapper">', links + '<div class="jupyter-wrapper">', 1)
+
+
+def _notebook_names() -> list[str]:
+    return [p.relative_to(OUT).as_posix() for p in OUT.rglob("*") if p.is_symlink() and (p / "notebook.ipynb").is_file()]

@@ -54,8 +54,17 @@ class Snippet:
         """Path under snippets/ without .py, e.g. problems/01_x/naive_vs_sdpa."""
         return self.path.relative_to(self.root / "snippets").with_suffix("").as_posix()
 
+    @property
+    def is_notebook(self) -> bool:
+        return self.path.suffix == ".ipynb"
+
     def directives(self) -> dict:
-        """`# build: exclusive, timeout=60` lines in the first 30 lines."""
+        """`# build: exclusive, timeout=60` lines in the first 30 lines.
+
+        Notebooks always run exclusive: their kernel uses every core.
+        """
+        if self.is_notebook:
+            return {"exclusive": True}
         found: dict = {}
         for line in self.path.read_text(encoding="utf-8").splitlines()[:30]:
             m = DIRECTIVE.match(line.strip())
@@ -121,8 +130,9 @@ def discover(root: Path, only: list[str] | None = None) -> list[Snippet]:
     """
     snips = [
         Snippet(p, root)
-        for p in sorted((root / "snippets").rglob("*.py"))
-        if not p.name.startswith("_") and "_out" not in p.parent.name
+        for p in sorted([*(root / "snippets").rglob("*.py"), *(root / "snippets").rglob("*.ipynb")])
+        if not p.name.startswith(("_", ".")) and "_out" not in p.parent.name
+        and ".ipynb_checkpoints" not in p.parts
     ]
     if only:
         wanted = [Path(o) if Path(o).is_absolute() else (root / o) for o in only]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import sys
@@ -59,6 +60,48 @@ def _snippet_traceback(exc: BaseException, path: str) -> str:
             te.stack = traceback.StackSummary.from_list(frames[i:])
             break
     return "".join(te.format())
+
+
+def _run_notebook(path: str, root: str, timeout: float) -> None:
+    """Execute a stored notebook in a real Jupyter kernel; save it executed.
+
+    The kernel starts in the repository root (as `python snippet.py` would).
+    Writes notebook.ipynb (with outputs) to SNIPPET_OUT and echoes the cells'
+    printed output to stdout, so the page can quote it like a script's.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    os.environ.pop("MPLBACKEND", None)  # the kernel uses the inline backend: figures land in the notebook
+    client = NotebookClient(nb, timeout=int(timeout), kernel_name="python3",
+                            resources={"metadata": {"path": root}}, allow_errors=False)
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, os.path.join(os.environ["SNIPPET_OUT"], "notebook.ipynb"))
+        for cell in nb.cells:
+            for o in cell.get("outputs", []):
+                if o.get("output_type") == "stream" and o.get("name") == "stdout":
+                    sys.stdout.write(o.get("text", ""))
+        sys.stdout.flush()
+
+
+def _notebook_error(exc: BaseException, path: str) -> dict:
+    """Which cell failed, and the kernel's traceback."""
+    import nbformat
+
+    msg = str(exc)
+    cell = None
+    nb = nbformat.read(os.path.join(os.environ["SNIPPET_OUT"], "notebook.ipynb"), as_version=4)
+    for i, c in enumerate(nb.cells):
+        if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+            cell = i + 1
+            err = next(o for o in c["outputs"] if o.get("output_type") == "error")
+            msg = f"{err['ename']}: {err['evalue']}"
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # the kernel colours its tracebacks
+    return {"ok": False, "error": f"cell {cell}: {msg}" if cell else msg, "line": None, "cell": cell,
+            "traceback": plain[-4000:]}
 
 
 def _child(req: dict) -> None:
@@ -120,24 +163,36 @@ def _child(req: dict) -> None:
     status = {"ok": True}
     t0 = time.perf_counter()
     try:
-        runpy.run_path(path, run_name="__main__")
+        if path.endswith(".ipynb"):
+            _run_notebook(path, root, float(req["timeout"]))
+            # The kernel is another process: count the notebook's folder as what it reads.
+            folder = os.path.dirname(path)
+            reads.update(os.path.join(folder, f) for f in os.listdir(folder)
+                         if os.path.isfile(os.path.join(folder, f)) and not f.startswith("."))
+        else:
+            runpy.run_path(path, run_name="__main__")
     except SystemExit as exc:
         if exc.code not in (None, 0):
             code = exc.code if isinstance(exc.code, int) else 1
             status = {"ok": False, "error": f"SystemExit({exc.code!r})"}
     except BaseException as exc:  # noqa: BLE001 - report everything
         code = 1
-        tb = exc.__traceback__
-        line = None
-        for frame, lineno in traceback.walk_tb(tb):
-            if os.path.abspath(frame.f_code.co_filename) == path:
-                line = lineno
-        status = {
-            "ok": False,
-            "error": f"{type(exc).__name__}: {exc}",
-            "line": line,
-            "traceback": _snippet_traceback(exc, path),
-        }
+        if path.endswith(".ipynb"):
+            try:
+                status = _notebook_error(exc, path)
+            except Exception:  # noqa: BLE001 - the notebook could not even be written
+                status = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000], "line": None}
+        else:
+            line = None
+            for frame, lineno in traceback.walk_tb(exc.__traceback__):
+                if os.path.abspath(frame.f_code.co_filename) == path:
+                    line = lineno
+            status = {
+                "ok": False,
+                "error": f"{type(exc).__name__}: {exc}",
+                "line": line,
+                "traceback": _snippet_traceback(exc, path),
+            }
     status["seconds"] = time.perf_counter() - t0
     status["threads"] = torch.get_num_threads()  # what the snippet ran with (it may set its own)
     status["peak_mib"] = max(0.0, _rss_mib("VmHWM:") - base)

@@ -115,3 +115,34 @@ def test_only_flag_runs_just_those_snippets(repo):
     code, out = build(repo, "--only", "snippets/demo/alpha.py")
     assert code == 0 and counts(out) == (1, 0), out
     assert not (repo / "build" / "out" / "demo" / "beta").exists()
+
+
+NOTEBOOK = {
+    "nbformat": 4, "nbformat_minor": 5,
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "cells": [
+        {"cell_type": "markdown", "id": "m1", "metadata": {}, "source": ["# A notebook"]},
+        {"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None, "outputs": [],
+         "source": ["import sys\n", "sys.path.insert(0, 'snippets/demo')\n", "import shared\n", "print('value', shared.VALUE)"]},
+        {"cell_type": "code", "id": "c2", "metadata": {}, "execution_count": None, "outputs": [],
+         "source": ["assert shared.VALUE == 3, 'the claim is false'"]},
+    ],
+}
+
+
+def test_notebook_runs_in_a_kernel_and_is_cached_on_its_folder(repo):
+    import json as _json
+
+    demo = repo / "snippets" / "demo"
+    (demo / "shared.py").write_text("VALUE = 3\n")
+    (demo / "notebook.ipynb").write_text(_json.dumps(NOTEBOOK))
+    code, out = build(repo)
+    assert code == 0, out
+    assert output_of(repo, "notebook").strip() == "value 3"
+    executed = _json.loads((repo / "build" / "out" / "demo" / "notebook" / "notebook.ipynb").read_text())
+    assert executed["cells"][1]["outputs"], "the executed notebook keeps its outputs"
+    assert counts(build(repo)[1])[0] == 0, "second build executes nothing"
+    (demo / "shared.py").write_text("VALUE = 4\n")  # a module the notebook imports
+    code, out = build(repo)
+    assert code != 0 and "FAILED snippets/demo/notebook.ipynb: cell 3: AssertionError: the claim is false" in out, out
+    assert output_of(repo, "notebook").strip() == "value 3", "the previous good output stays"

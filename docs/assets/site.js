@@ -14,8 +14,20 @@
       el.dataset.rendered = "1";
     });
   }
+  // Notebook pages (mkdocs-jupyter) keep TeX as $...$ in their Markdown cells.
+  function renderNotebookMath(root) {
+    root.querySelectorAll(".jupyter-wrapper .jp-RenderedMarkdown").forEach(function (el) {
+      renderMathInElement(el, {
+        delimiters: [
+          { left: "$$", right: "$$", display: true },
+          { left: "$", right: "$", display: false }
+        ],
+        throwOnError: true
+      });
+    });
+  }
   if (typeof document$ !== "undefined") {
-    document$.subscribe(function () { renderMath(document.body); });
+    document$.subscribe(function () { renderMath(document.body); renderNotebookMath(document.body); });
   } else {
     document.addEventListener("DOMContentLoaded", function () { renderMath(document.body); });
   }
