@@ -285,6 +285,16 @@ _CDN_BLOCKS = [
 ]
 
 
+def on_page_context(context, page, config, nav):
+    """A notebook page's source is the stored notebook under snippets/, not a file in docs/."""
+    uri = page.file.src_uri
+    if uri.endswith("-notebook.ipynb"):
+        name = next((n for n in _notebook_names() if notebook_uri(n) == uri), None)
+        page.edit_url = (f"https://github.com/{REPO_BLOB.replace('/blob/', '/edit/')}/snippets/{name}.ipynb"
+                         if name else None)
+    return context
+
+
 def on_post_page(output, page, config):
     """Notebook pages: drop the converter's CDN scripts (the site renders math with its
     own KaTeX) and add download / Colab / source links."""
