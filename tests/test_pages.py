@@ -23,8 +23,23 @@ def test_every_include_resolves():
 
 def test_every_snippet_is_included_by_a_page():
     inc = includes()
-    orphans = [p.relative_to(ROOT).as_posix() for p in all_snippets() if p.relative_to(ROOT).as_posix() not in inc]
+    scripts = [p for p in all_snippets() if p.suffix == ".py"]
+    orphans = [p.relative_to(ROOT).as_posix() for p in scripts if p.relative_to(ROOT).as_posix() not in inc]
     assert not orphans, f"snippets no page includes: {orphans}"
+
+
+def test_every_notebook_is_linked_from_its_page_and_in_the_nav():
+    """A notebook becomes its own page (<folder>-notebook.ipynb); a page links to it and the nav lists it."""
+    from hooks import notebook_uri
+
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    pages = {p: p.read_text(encoding="utf-8") for p in docs_pages()}
+    for nb in (p for p in all_snippets() if p.suffix == ".ipynb"):
+        uri = notebook_uri(nb.relative_to(ROOT / "snippets").with_suffix("").as_posix())
+        assert uri in nav, f"{nb.relative_to(ROOT)}: {uri} is not in mkdocs.yml's nav"
+        linked = [p for p, text in pages.items()
+                  if p.parent == ROOT / "docs" / uri.rsplit("/", 1)[0] and f"]({uri.rsplit('/', 1)[1]})" in text]
+        assert linked, f"{nb.relative_to(ROOT)}: no page links to {uri}"
 
 
 def test_named_sections_exist():
