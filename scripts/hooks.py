@@ -19,6 +19,7 @@ filled fails the build.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -303,10 +304,11 @@ def on_post_page(output, page, config):
         return output
     for pat in _CDN_BLOCKS:
         output = pat.sub("", output)
+    here = page.url.rstrip("/") if page.url.endswith("/") else posixpath.dirname(page.url)
+    output = _share_styles(output, here, config)
     name = next((n for n in _notebook_names() if notebook_uri(n) == uri), None)
     if name is None:
         return output
-    here = page.url.rstrip("/") if page.url.endswith("/") else posixpath.dirname(page.url)
     download = posixpath.relpath(f"downloads/{uri.replace('/', '-')}", here or ".")
     links = (
         '<p class="notebook-links">'
@@ -316,6 +318,27 @@ def on_post_page(output, page, config):
         " · executed by the build; the outputs below are what it printed</p>"
     )
     return output.replace('<div class="jupyter-wrapper">', links + '<div class="jupyter-wrapper">', 1)
+
+
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S)
+
+
+def _share_styles(output: str, here: str, config) -> str:
+    """The converter inlines the same half-megabyte of Jupyter CSS into every notebook page.
+    Move each large style block into one file under assets/ (named by its hash, so every
+    notebook page shares it and the browser caches it), in place, so the cascade is unchanged."""
+    def move(m: re.Match) -> str:
+        css = m.group(1)
+        if len(css) < 8192:
+            return m.group(0)
+        name = f"assets/notebook-{hashlib.sha256(css.encode()).hexdigest()[:12]}.css"
+        path = Path(config["site_dir"]) / name
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(css, encoding="utf-8")
+        return f'<link rel="stylesheet" href="{posixpath.relpath(name, here or ".")}">'
+
+    return _STYLE.sub(move, output)
 
 
 def _notebook_names() -> list[str]:
