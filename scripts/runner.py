@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNER_VERSION = "2"
+RUNNER_VERSION = "3"
 DEFAULT_TIMEOUT = 120.0
 DIRECTIVE = re.compile(r"^#\s*build:\s*(.+)$")
 

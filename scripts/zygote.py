@@ -62,29 +62,63 @@ def _snippet_traceback(exc: BaseException, path: str) -> str:
     return "".join(te.format())
 
 
-def _run_notebook(path: str, root: str, timeout: float) -> None:
+# Two cells the runner wraps around a notebook (and removes from the saved copy): the first
+# records every file the kernel opens, the last prints those and every imported module's file,
+# so the cache key holds exactly what the notebook read.
+_TRACK_CELL = """import os as _tp_os, sys as _tp_sys
+_tp_reads = set()
+def _tp_audit(event, args):
+    if event == "open" and args and isinstance(args[0], str):
+        _tp_reads.add(_tp_os.path.abspath(args[0]))
+_tp_sys.addaudithook(_tp_audit)
+del _tp_audit"""
+_REPORT_CELL = """import json as _tp_json
+print("__TP_READS__" + _tp_json.dumps(sorted(_tp_reads | {_tp_os.path.abspath(m.__file__)
+      for m in list(_tp_sys.modules.values()) if getattr(m, "__file__", None)})))"""
+
+
+def _run_notebook(path: str, root: str, timeout: float) -> set[str] | None:
     """Execute a stored notebook in a real Jupyter kernel; save it executed.
 
     The kernel starts in the repository root (as `python snippet.py` would).
     Writes notebook.ipynb (with outputs) to SNIPPET_OUT and echoes the cells'
     printed output to stdout, so the page can quote it like a script's.
+    Returns the files the kernel opened or imported (None if it failed before saying).
     """
+    import json as _json
+
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(_TRACK_CELL))
+    nb.cells.append(nbformat.v4.new_code_cell(_REPORT_CELL))
     os.environ.pop("MPLBACKEND", None)  # the kernel uses the inline backend: figures land in the notebook
     client = NotebookClient(nb, timeout=int(timeout), kernel_name="python3",
                             resources={"metadata": {"path": root}}, allow_errors=False)
+    reads = None
     try:
         client.execute()
     finally:
+        track, report = nb.cells.pop(0), nb.cells.pop()
+        for o in report.get("outputs", []):
+            text = o.get("text", "") if o.get("output_type") == "stream" else ""
+            if text.startswith("__TP_READS__"):
+                reads = set(_json.loads(text[len("__TP_READS__"):]))
+        shift = 1 if track.get("execution_count") else 0
+        for cell in nb.cells:  # number the notebook's own cells from 1
+            if cell.cell_type == "code" and cell.get("execution_count") and shift:
+                cell.execution_count -= shift
+                for o in cell.get("outputs", []):
+                    if "execution_count" in o and o["execution_count"]:
+                        o["execution_count"] -= shift
         nbformat.write(nb, os.path.join(os.environ["SNIPPET_OUT"], "notebook.ipynb"))
         for cell in nb.cells:
             for o in cell.get("outputs", []):
                 if o.get("output_type") == "stream" and o.get("name") == "stdout":
                     sys.stdout.write(o.get("text", ""))
         sys.stdout.flush()
+    return reads
 
 
 def _notebook_error(exc: BaseException, path: str) -> dict:
@@ -164,11 +198,11 @@ def _child(req: dict) -> None:
     t0 = time.perf_counter()
     try:
         if path.endswith(".ipynb"):
-            _run_notebook(path, root, float(req["timeout"]))
-            # The kernel is another process: count the notebook's folder as what it reads.
-            folder = os.path.dirname(path)
-            reads.update(os.path.join(folder, f) for f in os.listdir(folder)
-                         if os.path.isfile(os.path.join(folder, f)) and not f.startswith("."))
+            kernel_reads = _run_notebook(path, root, float(req["timeout"]))
+            # The kernel is another process: take the files it reported, filtered like ours.
+            reads.update(p for p in kernel_reads or () if p.startswith(root + os.sep)
+                         and not p.startswith(skip) and p != path and not p.endswith(".pyc")
+                         and os.path.isfile(p))
         else:
             runpy.run_path(path, run_name="__main__")
     except SystemExit as exc:

@@ -130,7 +130,7 @@ NOTEBOOK = {
 }
 
 
-def test_notebook_runs_in_a_kernel_and_is_cached_on_its_folder(repo):
+def test_notebook_runs_in_a_kernel_and_is_cached_on_what_it_imports(repo):
     import json as _json
 
     demo = repo / "snippets" / "demo"
@@ -141,7 +141,11 @@ def test_notebook_runs_in_a_kernel_and_is_cached_on_its_folder(repo):
     assert output_of(repo, "notebook").strip() == "value 3"
     executed = _json.loads((repo / "build" / "out" / "demo" / "notebook" / "notebook.ipynb").read_text())
     assert executed["cells"][1]["outputs"], "the executed notebook keeps its outputs"
+    assert len(executed["cells"]) == len(NOTEBOOK["cells"]), "the runner's tracking cells are not saved"
+    assert [c["execution_count"] for c in executed["cells"] if c["cell_type"] == "code"] == [1, 2]
     assert counts(build(repo)[1])[0] == 0, "second build executes nothing"
+    (demo / "alpha.py").write_text(OK.format(msg="alpha v2", v=5))  # a sibling the notebook does not import
+    assert counts(build(repo)[1]) == (1, 3), "editing a sibling re-runs that sibling only"
     (demo / "shared.py").write_text("VALUE = 4\n")  # a module the notebook imports
     code, out = build(repo)
     assert code != 0 and "FAILED snippets/demo/notebook.ipynb: cell 3: AssertionError: the claim is false" in out, out
