@@ -408,6 +408,31 @@ def plot_pattern(path):
     plt.close(fig)
 
 
+def plot_memory(ns, mib, path):
+    """Measured peak memory against N on log-log axes, beside one (H, N, N) score matrix."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.hashsalt": "transformer-problems", "font.family": "DejaVu Sans", "font.size": 9,
+                         "figure.facecolor": "white", "axes.facecolor": "white",
+                         "savefig.facecolor": "white", "savefig.transparent": False})
+    full = [MEM_CFG["n_head"] * n * n * 4 / 2**20 for n in ns]  # (H, N, N) fp32 scores, MiB
+    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    ax.loglog(ns, mib, "o-", color="#1f77b4", label="Longformer layer, measured peak")
+    ax.loglog(ns, full, "s--", color="#d62728", label="one (H, N, N) fp32 score matrix, computed")
+    ax.loglog(ns, [mib[0] * n / ns[0] for n in ns], ":", color="0.5", label="linear in N (guide)")
+    ax.set_xticks(ns, [f"{n:,}" for n in ns])
+    ax.minorticks_off()
+    ax.set_xlabel("sequence length N")
+    ax.set_ylabel("MiB")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(True, which="major", color="0.9", lw=0.6)
+    fig.tight_layout()
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(SEED)
@@ -458,6 +483,7 @@ def main():
     results["memory"]["at_max_n"]["ratio"] = results["memory"]["at_max_n"]["score_matrix_mib"] / mib[-1]
 
     plot_pattern(OUT / "pattern.svg")
+    plot_memory(MEM_NS, mib, OUT / "memory.svg")
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
 
 
