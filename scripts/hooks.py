@@ -306,6 +306,8 @@ def on_post_page(output, page, config):
         output = pat.sub("", output)
     here = page.url.rstrip("/") if page.url.endswith("/") else posixpath.dirname(page.url)
     output = _share_styles(output, here, config)
+    # Code cells scroll sideways: make each focusable so keyboard users can scroll it.
+    output = output.replace('<div class="highlight-ipynb', '<div tabindex="0" class="highlight-ipynb')
     name = next((n for n in _notebook_names() if notebook_uri(n) == uri), None)
     if name is None:
         return output

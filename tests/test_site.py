@@ -8,7 +8,7 @@ import socket
 import subprocess
 import threading
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import pytest
 
@@ -207,7 +207,26 @@ def test_custom_404(built, server, browser):
     w.close()
 
 
-@pytest.mark.parametrize("path", ["", "problems/01-quadratic-complexity/"])
+def test_notebook_page_has_outputs_links_and_shared_styles(built, server, browser):
+    w = Watched(browser, server)
+    w.page.goto(f"{server}/architectures/gpt-notebook/", wait_until="networkidle")
+    assert w.page.locator(".jupyter-wrapper img").count() >= 2, "the executed notebook's figures"
+    download = w.page.locator("a", has_text="Download the notebook").get_attribute("href")
+    resp = w.page.request.get(urljoin(w.page.url, download))
+    assert resp.ok and b'"cells"' in resp.body(), download
+    colab = w.page.locator("a", has_text="Open in Colab").get_attribute("href")
+    assert colab.endswith("/blob/main/snippets/architectures/gpt/notebook.ipynb"), colab
+    edit = w.page.locator("a.md-content__button[href*='edit']").first.get_attribute("href")
+    assert edit.endswith("/edit/main/snippets/architectures/gpt/notebook.ipynb"), edit
+    # the converter's Jupyter CSS is one shared file, not inlined into the page
+    assert w.page.locator("link[href*='assets/notebook-']").count() >= 1
+    assert max(len(s) for s in w.page.eval_on_selector_all("style", "els => els.map(e => e.textContent)")) < 8192
+    assert not w.errors and not w.failed and not w.foreign, (w.errors, w.failed, w.foreign)
+    w.close()
+
+
+@pytest.mark.parametrize("path", ["", "problems/01-quadratic-complexity/", "architectures/", "architectures/gpt/",
+                                  "architectures/gpt-notebook/"])
 def test_no_serious_accessibility_violations(built, server, browser, path):
     from axe_playwright_python.sync_playwright import Axe
 
