@@ -46,7 +46,7 @@ FIGURE_EXT = {".svg", ".png"}
 KATEX = ROOT / "node_modules" / "katex" / "dist"
 NOTEBOOK_PAGES = ROOT / "build" / "notebook-pages"
 
-_state: dict = {"command": None, "cards": []}
+_state: dict = {"command": None, "cards": [], "notebooks": {}}  # notebooks: page uri -> snippet name
 
 
 def on_startup(command, dirty):
@@ -94,6 +94,8 @@ def on_files(files, config):
     def add(src_uri: str, abs_path: Path) -> None:
         files.append(File.generated(config, src_uri, abs_src_path=str(abs_path)))
 
+    _state["notebooks"] = {}
+
     if OUT.is_dir():
         for link in sorted(OUT.rglob("*")):
             if not link.is_symlink():
@@ -107,6 +109,7 @@ def on_files(files, config):
                 # Files, so it is copied under a source folder of its own); the stored
                 # notebook, without outputs, becomes a download.
                 uri = notebook_uri(name)
+                _state["notebooks"][uri] = name
                 page_src = NOTEBOOK_PAGES / uri
                 page_src.parent.mkdir(parents=True, exist_ok=True)
                 data = (link / "notebook.ipynb").read_bytes()
@@ -114,7 +117,7 @@ def on_files(files, config):
                     page_src.write_bytes(data)
                 files.append(File(uri, src_dir=str(NOTEBOOK_PAGES), dest_dir=config["site_dir"],
                                   use_directory_urls=config["use_directory_urls"]))
-                add(f"downloads/{notebook_uri(name).replace('/', '-')}", ROOT / "snippets" / f"{name}.ipynb")
+                add(f"downloads/{uri.replace('/', '-')}", ROOT / "snippets" / f"{name}.ipynb")
     ig = ROOT / "build" / "infographics"
     if ig.is_dir():
         for f in sorted(ig.glob("*.svg")):
@@ -277,7 +280,6 @@ def on_page_markdown(markdown, page, config, files):
     return "\n".join(out)
 
 
-REPO_BLOB = "transformer-problems/transformer-problems/blob/main"
 _CDN_BLOCKS = [
     re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.S),
     # any inline script that would import from another host (nbconvert's mermaid loader)
@@ -288,19 +290,18 @@ _CDN_BLOCKS = [
 
 def on_page_context(context, page, config, nav):
     """A notebook page's source is the stored notebook under snippets/, not a file in docs/."""
-    uri = page.file.src_uri
-    if uri.endswith("-notebook.ipynb"):
-        name = next((n for n in _notebook_names() if notebook_uri(n) == uri), None)
-        page.edit_url = (f"https://github.com/{REPO_BLOB.replace('/blob/', '/edit/')}/snippets/{name}.ipynb"
-                         if name else None)
+    name = _state["notebooks"].get(page.file.src_uri)
+    if name:
+        page.edit_url = f"{config['repo_url']}/edit/main/snippets/{name}.ipynb"
     return context
 
 
 def on_post_page(output, page, config):
     """Notebook pages: drop the converter's CDN scripts (the site renders math with its
-    own KaTeX) and add download / Colab / source links."""
+    own KaTeX), share its CSS, and add download / Colab / source links."""
     uri = page.file.src_uri
-    if not uri.endswith("-notebook.ipynb"):
+    name = _state["notebooks"].get(uri)
+    if name is None:
         return output
     for pat in _CDN_BLOCKS:
         output = pat.sub("", output)
@@ -308,15 +309,13 @@ def on_post_page(output, page, config):
     output = _share_styles(output, here, config)
     # Code cells scroll sideways: make each focusable so keyboard users can scroll it.
     output = output.replace('<div class="highlight-ipynb', '<div tabindex="0" class="highlight-ipynb')
-    name = next((n for n in _notebook_names() if notebook_uri(n) == uri), None)
-    if name is None:
-        return output
     download = posixpath.relpath(f"downloads/{uri.replace('/', '-')}", here or ".")
+    blob = f"{config['repo_url'].split('github.com/', 1)[1]}/blob/main/snippets/{name}.ipynb"  # owner/repo/blob/...
     links = (
         '<p class="notebook-links">'
         f'<a href="{download}" download>Download the notebook</a> · '
-        f'<a href="https://colab.research.google.com/github/{REPO_BLOB}/snippets/{name}.ipynb">Open in Colab</a> · '
-        f'<a href="https://github.com/{REPO_BLOB}/snippets/{name}.ipynb">Source on GitHub</a>'
+        f'<a href="https://colab.research.google.com/github/{blob}">Open in Colab</a> · '
+        f'<a href="https://github.com/{blob}">Source on GitHub</a>'
         " · executed by the build; the outputs below are what it printed</p>"
     )
     return output.replace('<div class="jupyter-wrapper">', links + '<div class="jupyter-wrapper">', 1)
@@ -341,7 +340,3 @@ def _share_styles(output: str, here: str, config) -> str:
         return f'<link rel="stylesheet" href="{posixpath.relpath(name, here or ".")}">'
 
     return _STYLE.sub(move, output)
-
-
-def _notebook_names() -> list[str]:
-    return [p.relative_to(OUT).as_posix() for p in OUT.rglob("*") if p.is_symlink() and (p / "notebook.ipynb").is_file()]

@@ -69,7 +69,9 @@ _TRACK_CELL = """import os as _tp_os, sys as _tp_sys
 _tp_reads = set()
 def _tp_audit(event, args):
     if event == "open" and args and isinstance(args[0], str):
-        _tp_reads.add(_tp_os.path.abspath(args[0]))
+        mode = args[1] if len(args) > 1 and isinstance(args[1], str) else "r"
+        if "r" in mode and "+" not in mode:
+            _tp_reads.add(_tp_os.path.abspath(args[0]))
 _tp_sys.addaudithook(_tp_audit)
 del _tp_audit"""
 _REPORT_CELL = """import json as _tp_json
@@ -85,8 +87,6 @@ def _run_notebook(path: str, root: str, timeout: float) -> set[str] | None:
     printed output to stdout, so the page can quote it like a script's.
     Returns the files the kernel opened or imported (None if it failed before saying).
     """
-    import json as _json
-
     import nbformat
     from nbclient import NotebookClient
 
@@ -104,14 +104,14 @@ def _run_notebook(path: str, root: str, timeout: float) -> set[str] | None:
         for o in report.get("outputs", []):
             text = o.get("text", "") if o.get("output_type") == "stream" else ""
             if text.startswith("__TP_READS__"):
-                reads = set(_json.loads(text[len("__TP_READS__"):]))
-        shift = 1 if track.get("execution_count") else 0
-        for cell in nb.cells:  # number the notebook's own cells from 1
-            if cell.cell_type == "code" and cell.get("execution_count") and shift:
-                cell.execution_count -= shift
+                reads = set(json.loads(text[len("__TP_READS__"):]))
+        if track.get("execution_count"):  # number the notebook's own cells from 1
+            for cell in nb.cells:
+                if cell.get("execution_count"):
+                    cell.execution_count -= 1
                 for o in cell.get("outputs", []):
-                    if "execution_count" in o and o["execution_count"]:
-                        o["execution_count"] -= shift
+                    if o.get("execution_count"):
+                        o["execution_count"] -= 1
         nbformat.write(nb, os.path.join(os.environ["SNIPPET_OUT"], "notebook.ipynb"))
         for cell in nb.cells:
             for o in cell.get("outputs", []):
@@ -175,13 +175,17 @@ def _child(req: dict) -> None:
     reads: set[str] = set()
     skip = (os.path.join(root, "build") + os.sep, os.path.join(root, ".venv") + os.sep, out)
 
+    def local(p: str) -> bool:
+        """A repository file that decides the snippet's result (not its own outputs or the build)."""
+        return (p.startswith(root + os.sep) and not p.startswith(skip) and p != path
+                and p != os.path.abspath(__file__) and not p.endswith(".pyc") and os.path.isfile(p))
+
     def audit(event, args):
         if event == "open" and args and isinstance(args[0], str):
             p = os.path.abspath(args[0])
-            if p.startswith(root + os.sep) and not p.startswith(skip) and p != path:
-                mode = args[1] if len(args) > 1 and isinstance(args[1], str) else "r"
-                if "r" in mode and "+" not in mode and os.path.isfile(p):
-                    reads.add(p)
+            mode = args[1] if len(args) > 1 and isinstance(args[1], str) else "r"
+            if "r" in mode and "+" not in mode and local(p):
+                reads.add(p)
 
     sys.addaudithook(audit)
     random.seed(0)
@@ -200,9 +204,7 @@ def _child(req: dict) -> None:
         if path.endswith(".ipynb"):
             kernel_reads = _run_notebook(path, root, float(req["timeout"]))
             # The kernel is another process: take the files it reported, filtered like ours.
-            reads.update(p for p in kernel_reads or () if p.startswith(root + os.sep)
-                         and not p.startswith(skip) and p != path and not p.endswith(".pyc")
-                         and os.path.isfile(p))
+            reads.update(p for p in kernel_reads or () if local(p))
         else:
             runpy.run_path(path, run_name="__main__")
     except SystemExit as exc:
@@ -235,8 +237,7 @@ def _child(req: dict) -> None:
         f = getattr(mod, "__file__", None)
         if f and f.endswith(".py"):
             f = os.path.abspath(f)
-            if (f.startswith(root + os.sep) and not f.startswith(skip) and f != path
-                    and f != os.path.abspath(__file__) and os.path.isfile(f)):
+            if local(f):
                 reads.add(f)
     status["reads"] = sorted(os.path.relpath(p, root) for p in reads)
     try:
