@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cards as cards_mod  # noqa: E402
+import layout  # noqa: E402
 import runner  # noqa: E402
 
 ROOT = runner.ROOT
@@ -31,7 +32,7 @@ ROOT = runner.ROOT
 def infographics(root: Path = ROOT, log=print) -> int:
     """Draw the cards whose card or drawing code changed; return how many were drawn."""
     cards = cards_mod.load_cards(root / "problems")
-    out = root / "build" / "infographics"
+    out = layout.build_dir(root) / "infographics"
     out.mkdir(parents=True, exist_ok=True)
     code = b"".join((root / "scripts" / f).read_bytes() for f in ("infographics.py", "cards.py"))
     stale = []
@@ -82,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, help="snippets in parallel (default: CPU count)")
     ap.add_argument("--timeout", type=float, help=f"seconds per snippet (default {runner.DEFAULT_TIMEOUT:.0f})")
     ap.add_argument("--no-site", action="store_true", help="skip mkdocs build")
+    ap.add_argument("--keep-going", action="store_true",
+                    help="run every snippet even after a failure, report them all (still exits 1)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     only = args.only
@@ -91,7 +94,11 @@ def main(argv=None) -> int:
             print(f"{args.page}: includes no snippet")
     try:
         cards_mod.load_cards(ROOT / "problems")
-        runner.run(ROOT, only=only, device=args.device, jobs=args.jobs, timeout=args.timeout)
+        results = runner.run(ROOT, only=only, device=args.device, jobs=args.jobs, timeout=args.timeout,
+                             keep_going=args.keep_going)
+        failed = [r for r in results if r.status in ("failed", "timeout")]
+        if failed:
+            raise runner.SnippetFailure("\n\n".join(runner.failure_text(r) for r in failed))
         infographics(ROOT)
     except cards_mod.CardError as exc:
         print(f"card error: {exc}", file=sys.stderr)

@@ -36,17 +36,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import build as build_mod  # noqa: E402  (imported now: MkDocs restores sys.path after loading hooks)
 import cards as cards_mod  # noqa: E402
+import layout  # noqa: E402
 import runner  # noqa: E402
 
 ROOT = runner.ROOT
-OUT = ROOT / "build" / "out"
+BUILD = layout.build_dir(ROOT)
+OUT = BUILD / "out"
 log = logging.getLogger("mkdocs.hooks.transformer_problems")
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*([^}|]*?)\s*(?:\|\s*([^}]*?)\s*)?\}\}")
 FIGURE_EXT = {".svg", ".png"}
 KATEX = ROOT / "node_modules" / "katex" / "dist"
-NOTEBOOK_PAGES = ROOT / "build" / "notebook-pages"
+NOTEBOOK_PAGES = BUILD / "notebook-pages"
 
-_state: dict = {"command": None, "cards": [], "notebooks": {}}  # notebooks: page uri -> snippet name
+# notebooks: page uri -> snippet name; failures: snippet name -> Result (under `mkdocs serve`)
+_state: dict = {"command": None, "cards": [], "notebooks": {}, "failures": {}}
 
 
 def on_startup(command, dirty):
@@ -65,14 +68,23 @@ def on_config(config):
 
 
 def on_pre_build(config):
-    """Run stale snippets and redraw stale infographics (a no-op when all is cached)."""
+    """Run stale snippets and redraw stale infographics (a no-op when all is cached).
+
+    `mkdocs build` stops on a failing snippet. `mkdocs serve` keeps serving: it runs
+    every other snippet, and the pages that use a failed one show its error (and the
+    last good outputs, if any) until the file is fixed and saved.
+    """
     if os.environ.get("TP_SNIPPETS_DONE") == "1":
         return
+    serving = _state["command"] == "serve"
     try:
-        runner.run(ROOT, log=log.info)
+        results = runner.run(ROOT, log=log.info, keep_going=serving)
         build_mod.infographics(ROOT, log=log.info)
     except (runner.SnippetFailure, cards_mod.CardError) as exc:
         raise PluginError(f"{exc}\nThe previous good outputs are kept.") from exc
+    _state["failures"] = {r.snippet.name: r for r in results if r.status in ("failed", "timeout")}
+    for r in _state["failures"].values():
+        log.error(runner.failure_text(r))
 
 
 def on_serve(server, config, builder):
@@ -118,7 +130,7 @@ def on_files(files, config):
                 files.append(File(uri, src_dir=str(NOTEBOOK_PAGES), dest_dir=config["site_dir"],
                                   use_directory_urls=config["use_directory_urls"]))
                 add(f"downloads/{uri.replace('/', '-')}", ROOT / "snippets" / f"{name}.ipynb")
-    ig = ROOT / "build" / "infographics"
+    ig = BUILD / "infographics"
     if ig.is_dir():
         for f in sorted(ig.glob("*.svg")):
             add(f"generated/infographics/{f.name}", f)
@@ -143,11 +155,19 @@ def _page_card(page):
     return None
 
 
+def _full_name(page, name: str) -> str:
+    return name if "/" in name else f"{_page_dir(page)}/{name}"
+
+
+class Unfilled(PluginError):
+    """A placeholder whose snippet has no output (under `mkdocs serve`: shown inline)."""
+
+
 def _entry(page, name: str, what: str) -> Path:
-    full = name if "/" in name else f"{_page_dir(page)}/{name}"
+    full = _full_name(page, name)
     link = OUT / full
     if not link.exists():
-        raise PluginError(
+        raise Unfilled(
             f"{page.file.src_uri}: {what} needs snippets/{full}.py to have run "
             f"(no output at build/out/{full}); run `python scripts/build.py`"
         )
@@ -215,8 +235,10 @@ def _fill(page, kind: str, arg: str, opt: str | None) -> str:
         link = _entry(page, arg, where)
         meta = json.loads((link / "_meta.json").read_text())
         m, env = meta["machine"], meta["env"]
+        n = meta.get("torch_threads") or "?"
         return (
-            f"{m['cpu']}, {m['cores']} cores ({meta.get('torch_threads') or '?'} torch threads), "
+            f"{m['cpu']}, {m['cores']} cores ({n} torch thread{'' if n == 1 else 's'}), "
+            f"CPU capability {env.get('cpu_capability', '?')}, "
             f"PyTorch {env['torch']}, Python {env['python']}, device {env['device']}"
         )
     card = _page_card(page)
@@ -224,7 +246,7 @@ def _fill(page, kind: str, arg: str, opt: str | None) -> str:
         raise PluginError(f"{where}: this page has no problem card (expected problems/<NN_slug>.yaml)")
     if kind == "infographic":
         stem = cards_mod.card_stem(card)
-        if not (ROOT / "build" / "infographics" / f"{stem}.svg").is_file():
+        if not (BUILD / "infographics" / f"{stem}.svg").is_file():
             raise PluginError(f"{where}: infographic not drawn; run `python scripts/build.py`")
         return (
             f"![Infographic: {card['title']}]"
@@ -266,7 +288,21 @@ def _problems_table(page) -> str:
 
 
 def on_page_markdown(markdown, page, config, files):
-    out, fence = [], None
+    out, fence, used = [], None, set()
+    serving = _state["command"] == "serve"
+
+    def fill(mm: re.Match) -> str:
+        kind, arg = mm.group(1), mm.group(2)
+        if kind in ("result", "output", "figure", "machine"):
+            used.add(_full_name(page, arg.partition(".")[0] if kind == "result" else arg.rpartition("/")[0]
+                                if kind == "figure" else arg))
+        try:
+            return _fill(page, kind, arg, mm.group(3))
+        except Unfilled:
+            if not serving:
+                raise
+            return '<span class="tp-unfilled">(not available: the snippet failed, see the error above)</span>'
+
     for line in markdown.split("\n"):
         stripped = line.lstrip()
         m = re.match(r"(`{3,}|~{3,})", stripped)
@@ -275,9 +311,27 @@ def on_page_markdown(markdown, page, config, files):
             out.append(line)
             continue
         if fence is None and "{{" in line:
-            line = PLACEHOLDER.sub(lambda mm: _fill(page, mm.group(1), mm.group(2), mm.group(3)), line)
+            line = PLACEHOLDER.sub(fill, line)
         out.append(line)
-    return "\n".join(out)
+    used.update(Path(p).with_suffix("").relative_to("snippets").as_posix()
+                for p in re.findall(r'--8<--\s+"(snippets/[^":]+\.py)', markdown))
+    return _error_boxes(used) + "\n".join(out)
+
+
+def _error_boxes(names: set[str]) -> str:
+    """Under `mkdocs serve`: one error box per failed snippet this page uses."""
+    boxes = []
+    for name in sorted(names & set(_state["failures"])):
+        r = _state["failures"][name]
+        where = r.snippet.rel + (f", line {r.line}" if r.line else "")
+        detail = (r.detail or r.error or "").rstrip()
+        kept = " The values below are from its last good run." if (OUT / name).exists() else ""
+        boxes.append(
+            f'!!! failure "{"Timed out" if r.status == "timeout" else "Failed"}: {where}"\n\n'
+            f"    `{r.error}`{kept} Fix the file and save it: this page rebuilds.\n\n"
+            "    ```text\n" + "\n".join("    " + x for x in detail.splitlines()) + "\n    ```\n\n"
+        )
+    return "".join(boxes)
 
 
 _CDN_BLOCKS = [

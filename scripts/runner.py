@@ -4,8 +4,11 @@ Each snippet runs in its own forked child of a pre-warmed process
 (scripts/zygote.py) as `__main__`, with SNIPPET_OUT pointing at a fresh
 temporary folder. Its stdout, results.json and figures become a cache entry:
 
-    build/cache/<key>/        key = hash(runner version, python, torch, device,
-                                         snippet path, snippet source)
+    build/cache/<key>/        key = hash(runner version; python, torch, numpy and
+                                         matplotlib versions; device; the CPU
+                                         capability PyTorch uses and the kernel
+                                         environment variables; the torch threads
+                                         it runs with; snippet path and source)
         _stdout.txt, _status.json, _meta.json, results.json, *.svg, *.png
     build/out/<rel>  ->  symlink to the entry the pages use (rel = path
                          under snippets/ without .py)
@@ -26,11 +29,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import layout
+
+ROOT = layout.ROOT
 RUNNER_VERSION = "3"
 DEFAULT_TIMEOUT = 120.0
 DIRECTIVE = re.compile(r"^#\s*build:\s*(.+)$")
@@ -85,7 +90,6 @@ class Result:
     line: int | None = None
     detail: str = ""
     entry: Path | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def sha256(data: bytes) -> str:
@@ -99,8 +103,8 @@ def file_hash(path: Path) -> str | None:
         return None
 
 
-def environment(device: str) -> dict:
-    """Everything besides the sources that decides a snippet's result."""
+def environment(device: str, build: Path, env=os.environ) -> dict:
+    """Everything besides the sources and the thread count that decides a snippet's result."""
     return {
         "runner": RUNNER_VERSION,
         "python": platform.python_version(),
@@ -108,7 +112,43 @@ def environment(device: str) -> dict:
         "numpy": metadata.version("numpy"),
         "matplotlib": metadata.version("matplotlib"),
         "device": device,
+        "cpu_capability": cpu_capability(build, env),
+        "kernel_env": {k: env[k] for k in layout.KERNEL_ENV if env.get(k)},
     }
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_capability(build: Path, env=os.environ) -> str:
+    """What `torch.backends.cpu.get_cpu_capability()` reports under `env` (e.g. AVX512,
+    AVX2, DEFAULT). Asked of a fresh interpreter once per CPU, kernel environment and
+    torch, then remembered in <build>/capability.json, so a no-change rebuild stays fast.
+    The zygote reports the capability it really got, and the runner checks the two agree."""
+    ident = sha256(json.dumps([_cpu_flags(), {k: env.get(k, "") for k in layout.KERNEL_ENV},
+                               metadata.version("torch"), sys.executable]).encode())[:16]
+    path = build / "capability.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if ident not in known:
+        proc = subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+            env=dict(env), capture_output=True, text=True, check=True)
+        known[ident] = proc.stdout.strip()
+        build.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, path)
+    return known[ident]
 
 
 def machine() -> dict:
@@ -148,18 +188,21 @@ def snippets_of_page(root: Path, page: Path) -> list[str]:
 
 
 class Cache:
-    def __init__(self, root: Path, device: str):
+    def __init__(self, root: Path, device: str, build: Path | None = None, env=os.environ,
+                 threads=None):
+        """`threads(snippet)`: the torch threads the runner gives that snippet (part of its key)."""
         self.root = root
-        self.dir = root / "build" / "cache"
-        self.out = root / "build" / "out"
-        self.tmp = root / "build" / "tmp"
-        self.env = environment(device)
-        self.device = device
+        self.build = build or layout.build_dir(root, env)
+        self.dir = self.build / "cache"
+        self.out = self.build / "out"
+        self.tmp = self.build / "tmp"
+        self.env = environment(device, self.build, env)
+        self.threads = threads or (lambda s: 1)
         for d in (self.dir, self.out, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
 
     def key(self, s: Snippet) -> str:
-        head = json.dumps({"env": self.env, "path": s.rel}, sort_keys=True).encode()
+        head = json.dumps({"env": self.env, "threads": self.threads(s), "path": s.rel}, sort_keys=True).encode()
         return sha256(head + b"\0" + s.path.read_bytes())[:24]
 
     def lookup(self, s: Snippet) -> Path | None:
@@ -224,8 +267,8 @@ class Cache:
 class Zygote:
     """The pre-warmed process; started only when something must run."""
 
-    def __init__(self, root: Path):
-        env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    def __init__(self, root: Path, env=os.environ, capability: str | None = None):
+        env = dict(env, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, str(root / "scripts" / "zygote.py")],
             stdin=subprocess.PIPE,
@@ -236,6 +279,11 @@ class Zygote:
         hello = json.loads(self.proc.stdout.readline() or "{}")
         if not hello.get("ready"):
             raise RuntimeError("the snippet runner (scripts/zygote.py) failed to start")
+        if capability is not None and hello.get("cpu_capability") != capability:
+            self.close()
+            raise RuntimeError(
+                f"the snippet runner got CPU capability {hello.get('cpu_capability')}, the cache key "
+                f"says {capability}: delete build/capability.json and build again")
 
     def submit(self, req: dict) -> None:
         self.proc.stdin.write((json.dumps(req) + "\n").encode())
@@ -256,7 +304,7 @@ class Zygote:
             self.proc.kill()
 
 
-def _failure_text(r: Result) -> str:
+def failure_text(r: Result) -> str:
     where = r.snippet.rel + (f":{r.line}" if r.line else "")
     head = f"{'TIMEOUT' if r.status == 'timeout' else 'FAILED'} {where}: {r.error}"
     return head + ("\n" + r.detail.rstrip() if r.detail.strip() else "")
@@ -279,14 +327,33 @@ def run(
     timeout: float | None = None,
     log=print,
     prune: bool | None = None,
+    *,
+    build: Path | None = None,
+    env=None,
+    threads: int | None = None,
+    keep_going: bool = False,
 ) -> list[Result]:
-    """Run (or reuse) every snippet; raise SnippetFailure on the first failure."""
+    """Run (or reuse) every snippet; raise SnippetFailure on the first failure.
+
+    build: the build folder (default: layout.build_dir). env: the environment the
+    snippets run in (default os.environ; the kernel variables in it are part of the
+    key). threads: torch threads for every snippet (default: cores/jobs for parallel
+    snippets, every core for `exclusive` ones). keep_going: run everything and return
+    the failed results too instead of raising.
+    """
     t_start = time.perf_counter()
     root = Path(root).resolve()
+    env = dict(os.environ if env is None else env)
     snippets = discover(root, only)
-    cache = Cache(root, device)
     cores = os.cpu_count() or 1
     jobs = max(1, jobs or cores)
+
+    def threads_of(s: Snippet) -> int:
+        if threads:
+            return threads
+        return cores if s.directives().get("exclusive") else max(1, cores // jobs)
+
+    cache = Cache(root, device, build, env, threads_of)
     results: dict[str, Result] = {}
     todo: list[Snippet] = []
     for s in snippets:
@@ -310,85 +377,107 @@ def run(
         if s.rel in results:
             show(results[s.rel])
 
-    failure: Result | None = None
+    failures: list[Result] = []
     if todo:
         # Parallel snippets share the cores; `# build: exclusive` ones (timings)
         # run afterwards, alone, with every core.
         parallel = [s for s in todo if not s.directives().get("exclusive")]
         exclusive = [s for s in todo if s.directives().get("exclusive")]
-        zyg = Zygote(root)
+        zyg = Zygote(root, env, cache.env["cpu_capability"])
+        batch = Batch(zyg, cache, device, timeout, threads_of, results, show, keep_going)
         try:
-            failure = _run_batch(zyg, cache, parallel, jobs, max(1, cores // jobs), timeout, device, results, show)
-            if failure is None:
-                failure = _run_batch(zyg, cache, exclusive, 1, cores, timeout, device, results, show)
+            failures += batch.run(parallel, jobs)
+            if keep_going or not failures:
+                failures += batch.run(exclusive, 1)
         finally:
             zyg.close()
     ordered = [results[s.rel] for s in snippets if s.rel in results]
-    write_report(root, cache, ordered, time.perf_counter() - t_start)
+    write_report(cache, ordered, time.perf_counter() - t_start)
     ran = sum(r.status == "ran" for r in ordered)
     cached = sum(r.status == "cached" for r in ordered)
     failed = sum(r.status in ("failed", "timeout") for r in ordered)
     log(
         f"snippets: {len(snippets)} total, {ran} ran, {cached} cached, {failed} failed "
-        f"in {time.perf_counter() - t_start:.1f}s (device {device}, {jobs} parallel)"
+        f"in {time.perf_counter() - t_start:.1f}s (device {device}, {jobs} parallel, "
+        f"CPU capability {cache.env['cpu_capability']})"
     )
-    if failure is not None:
-        raise SnippetFailure(_failure_text(failure))
-    if prune if prune is not None else not only:
+    if failures and not keep_going:
+        raise SnippetFailure(failure_text(failures[0]))
+    if not failures and (prune if prune is not None else not only):
         cache.prune(snippets)
     return ordered
 
 
-def _run_batch(zyg, cache, batch, jobs, threads, timeout, device, results, show) -> Result | None:
-    pending = list(batch)
-    running: dict[str, tuple[Snippet, Path]] = {}
-    failure: Result | None = None
-    while pending or running:
-        while pending and len(running) < jobs and failure is None:
-            s = pending.pop(0)
-            tmp = cache.tmp / f"{s.name.replace('/', '__')}-{os.getpid()}-{time.monotonic_ns()}"
-            tmp.mkdir(parents=True)
-            limit = float(s.directives().get("timeout", timeout or DEFAULT_TIMEOUT))
-            zyg.submit({
-                "id": s.rel, "path": str(s.path), "out": str(tmp), "timeout": limit,
-                "threads": threads, "root": str(cache.root),
-                "argv": ["--device", device] if device != "cpu" else [],
-            })
-            running[s.rel] = (s, tmp)
-        if failure is not None and not running:
-            break
-        if not running:
-            break
-        msg = zyg.next_done()
-        s, tmp = running.pop(msg["id"])
+@dataclass
+class Batch:
+    """Runs lists of snippets through one zygote, `jobs` at a time."""
+
+    zyg: Zygote
+    cache: Cache
+    device: str
+    timeout: float | None
+    threads_of: object  # Snippet -> int
+    results: dict
+    show: object  # Result -> None
+    keep_going: bool = False
+
+    def limit(self, s: Snippet) -> float:
+        return float(s.directives().get("timeout", self.timeout or DEFAULT_TIMEOUT))
+
+    def submit(self, s: Snippet) -> Path:
+        tmp = self.cache.tmp / f"{s.name.replace('/', '__')}-{os.getpid()}-{time.monotonic_ns()}"
+        tmp.mkdir(parents=True)
+        self.zyg.submit({
+            "id": s.rel, "path": str(s.path), "out": str(tmp), "timeout": self.limit(s),
+            "threads": self.threads_of(s), "root": str(self.cache.root),
+            "argv": ["--device", self.device] if self.device != "cpu" else [],
+        })
+        return tmp
+
+    def run(self, batch: list[Snippet], jobs: int) -> list[Result]:
+        """Run `batch`; return its failures (stops starting new ones after the first
+        unless keep_going)."""
+        pending = list(batch)
+        running: dict[str, tuple[Snippet, Path]] = {}
+        failures: list[Result] = []
+        while pending or running:
+            while pending and len(running) < jobs and (self.keep_going or not failures):
+                s = pending.pop(0)
+                running[s.rel] = (s, self.submit(s))
+            if not running:
+                break
+            msg = self.zyg.next_done()
+            s, tmp = running.pop(msg["id"])
+            r = self.collect(s, tmp, msg)
+            if r.status != "ran":
+                shutil.rmtree(tmp, ignore_errors=True)
+                failures.append(r)
+            self.results[s.rel] = r
+            self.show(r)
+        return failures
+
+    def collect(self, s: Snippet, tmp: Path, msg: dict) -> Result:
+        """Turn a finished child into a Result (and a cache entry if it passed)."""
         status_file = tmp / "_status.json"
         status = json.loads(status_file.read_text()) if status_file.is_file() else {}
-        status.setdefault("threads", threads)
+        status.setdefault("threads", self.threads_of(s))
         stderr = (tmp / "_stderr.txt").read_text(errors="replace") if (tmp / "_stderr.txt").is_file() else ""
         if msg.get("timed_out"):
-            limit = float(s.directives().get("timeout", timeout or DEFAULT_TIMEOUT))
-            r = Result(s, "timeout", msg["seconds"], error=f"timed out: still running after its {limit:g}s limit",
-                       line=_hang_line(stderr, s.path), detail=stderr[-4000:])
-        elif msg.get("exit") == 0 and status.get("ok"):
-            entry = cache.commit(s, tmp, status, msg["seconds"])
-            r = Result(s, "ran", msg["seconds"], status.get("peak_mib"), entry=entry)
+            return Result(s, "timeout", msg["seconds"],
+                          error=f"timed out: still running after its {self.limit(s):g}s limit",
+                          line=_hang_line(stderr, s.path), detail=stderr[-4000:])
+        if msg.get("exit") == 0 and status.get("ok"):
+            entry = self.cache.commit(s, tmp, status, msg["seconds"])
+            return Result(s, "ran", msg["seconds"], status.get("peak_mib"), entry=entry)
+        if msg.get("signal"):
+            err = f"killed by signal {msg['signal']}"
         else:
-            if msg.get("signal"):
-                err = f"killed by signal {msg['signal']}"
-            else:
-                err = status.get("error") or f"exit code {msg.get('exit')}"
-            r = Result(s, "failed", msg["seconds"], error=err, line=status.get("line"),
-                       detail=status.get("traceback") or stderr[-4000:])
-        if r.status != "ran":
-            shutil.rmtree(tmp, ignore_errors=True)
-            if failure is None:
-                failure = r
-        results[s.rel] = r
-        show(r)
-    return failure
+            err = status.get("error") or f"exit code {msg.get('exit')}"
+        return Result(s, "failed", msg["seconds"], error=err, line=status.get("line"),
+                      detail=status.get("traceback") or stderr[-4000:])
 
 
-def write_report(root: Path, cache: Cache, results: list[Result], seconds: float) -> None:
+def write_report(cache: Cache, results: list[Result], seconds: float) -> None:
     report = {
         "machine": machine(),
         "env": cache.env,
@@ -405,7 +494,7 @@ def write_report(root: Path, cache: Cache, results: list[Result], seconds: float
             for r in results
         ],
     }
-    path = root / "build" / "report.json"
+    path = cache.build / "report.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, path)

@@ -13,7 +13,7 @@ Protocol (JSON lines): requests on stdin
     {"id": str, "path": abs path, "out": abs dir, "timeout": s, "threads": n,
      "argv": [...], "root": repo root}
 and replies on stdout
-    {"ready": true, "versions": {...}}                    once, at start
+    {"ready": true, "cpu_capability": "AVX512"|"AVX2"|...}  once, at start
     {"id": ..., "exit": code, "signal": n|null, "timed_out": bool, "seconds": s}
 The child writes its own record to <out>/_status.json (see _child).
 """
@@ -94,7 +94,7 @@ def _run_notebook(path: str, root: str, timeout: float) -> set[str] | None:
     nb.cells.insert(0, nbformat.v4.new_code_cell(_TRACK_CELL))
     nb.cells.append(nbformat.v4.new_code_cell(_REPORT_CELL))
     os.environ.pop("MPLBACKEND", None)  # the kernel uses the inline backend: figures land in the notebook
-    client = NotebookClient(nb, timeout=int(timeout), kernel_name="python3",
+    client = NotebookClient(nb, timeout=int(timeout), kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": root}}, allow_errors=False)
     reads = None
     try:
@@ -260,7 +260,7 @@ def main() -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
-    send({"ready": True, "versions": {"torch": torch.__version__, "python": sys.version.split()[0]}})
+    send({"ready": True, "cpu_capability": torch.backends.cpu.get_cpu_capability()})
     running: dict[int, tuple[dict, float]] = {}
     eof = False
     buf = b""

@@ -150,3 +150,36 @@ def test_notebook_runs_in_a_kernel_and_is_cached_on_what_it_imports(repo):
     code, out = build(repo)
     assert code != 0 and "FAILED snippets/demo/notebook.ipynb: cell 3: AssertionError: the claim is false" in out, out
     assert output_of(repo, "notebook").strip() == "value 3", "the previous good output stays"
+
+
+def test_cpu_kernel_set_is_part_of_the_cache_key(repo):
+    import os
+
+    assert counts(build(repo)[1]) == (2, 0)
+    proc = subprocess.run([PY, "scripts/build.py", "--no-site"], cwd=repo, capture_output=True, text=True,
+                          env=dict(os.environ, ATEN_CPU_CAPABILITY="default"), timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and counts(out) == (2, 0), "results from one kernel set are not reused for another"
+    assert "CPU capability DEFAULT" in out, out
+    meta = json.loads((repo / "build" / "out" / "demo" / "alpha" / "_meta.json").read_text())
+    assert meta["env"]["cpu_capability"] == "DEFAULT" and meta["env"]["kernel_env"] == {"ATEN_CPU_CAPABILITY": "default"}
+
+
+def test_keep_going_runs_everything_and_names_every_failure(repo):
+    demo = repo / "snippets" / "demo"
+    (demo / "bad1.py").write_text("assert 1 == 2, 'first false claim'\n")
+    (demo / "bad2.py").write_text("x = 0\nassert x, 'second false claim'\n")
+    code, out = build(repo, "--keep-going")
+    assert code == 1
+    assert "snippets/demo/bad1.py:1" in out and "snippets/demo/bad2.py:2" in out, out
+    assert (repo / "build" / "out" / "demo" / "alpha").exists() and (repo / "build" / "out" / "demo" / "beta").exists()
+
+
+def test_build_dir_can_be_moved(repo):
+    import os
+
+    proc = subprocess.run([PY, "scripts/build.py", "--no-site"], cwd=repo, capture_output=True, text=True,
+                          env=dict(os.environ, TP_BUILD_DIR="build/elsewhere"), timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (repo / "build" / "elsewhere" / "out" / "demo" / "alpha" / "results.json").is_file()
+    assert not (repo / "build" / "out").exists()

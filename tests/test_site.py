@@ -8,18 +8,11 @@ import socket
 import subprocess
 import threading
 from pathlib import Path
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urljoin
 
 import pytest
 
-from conftest import PY, ROOT
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]
-
+from conftest import PY, ROOT, Watched
 
 class Served(str):
     """The server's base URL (a str), with `.site`: the folder it serves."""
@@ -57,44 +50,6 @@ def server(built, tmp_path_factory):
     thread.start()
     yield Served(f"http://127.0.0.1:{port}", site)
     httpd.shutdown()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: run `make setup` (apt-get install chromium)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-class Watched:
-    """A page with every console error, failed request and foreign request recorded."""
-
-    def __init__(self, browser, base):
-        self.ctx = browser.new_context()
-        self.page = self.ctx.new_page()
-        self.base_host = urlparse(base).netloc
-        self.errors: list[str] = []
-        self.failed: list[str] = []
-        self.foreign: list[str] = []
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("requestfailed", lambda r: self.failed.append(f"{r.url} {r.failure}"))
-        self.page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.url} {r.status}"))
-        self.page.on("request", self._request)
-
-    def _request(self, req):
-        u = urlparse(req.url)
-        if u.scheme in ("data", "blob", "about"):
-            return
-        if u.netloc != self.base_host:
-            self.foreign.append(req.url)
-
-    def close(self):
-        self.ctx.close()
 
 
 def html_pages(site: Path) -> list[str]:
