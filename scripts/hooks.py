@@ -49,11 +49,17 @@ KATEX = ROOT / "node_modules" / "katex" / "dist"
 NOTEBOOK_PAGES = BUILD / "notebook-pages"
 
 # notebooks: page uri -> snippet name; failures: snippet name -> Result (under `mkdocs serve`)
-_state: dict = {"command": None, "cards": [], "notebooks": {}, "failures": {}}
+_state: dict = {"cards": [], "notebooks": {}, "failures": {}}
 
 
 def on_startup(command, dirty):
-    _state["command"] = command
+    # MkDocs loads this file afresh for every rebuild under `serve` but calls on_startup
+    # once: the command is kept where the next copy of this module finds it.
+    os.environ[layout.COMMAND_ENV] = command
+
+
+def _serving() -> bool:
+    return os.environ.get(layout.COMMAND_ENV) == "serve"
 
 
 def on_config(config):
@@ -76,9 +82,8 @@ def on_pre_build(config):
     """
     if os.environ.get("TP_SNIPPETS_DONE") == "1":
         return
-    serving = _state["command"] == "serve"
     try:
-        results = runner.run(ROOT, log=log.info, keep_going=serving)
+        results = runner.run(ROOT, log=log.info, keep_going=_serving())
         build_mod.infographics(ROOT, log=log.info)
     except (runner.SnippetFailure, cards_mod.CardError) as exc:
         raise PluginError(f"{exc}\nThe previous good outputs are kept.") from exc
@@ -289,7 +294,7 @@ def _problems_table(page) -> str:
 
 def on_page_markdown(markdown, page, config, files):
     out, fence, used = [], None, set()
-    serving = _state["command"] == "serve"
+    serving = _serving()
 
     def fill(mm: re.Match) -> str:
         kind, arg = mm.group(1), mm.group(2)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR_ENV = "TP_BUILD_DIR"
+COMMAND_ENV = "TP_MKDOCS_COMMAND"  # "serve" or "build", set by the MkDocs hooks at startup
 # Environment variables that choose which CPU kernels PyTorch, MKL and oneDNN use:
 # results computed under one setting are not results for another.
 KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
