@@ -274,6 +274,8 @@ def main():
     assert last["sdpa_peak_mib"] < 0.1 * last["score_matrix_mib"], "SDPA should never hold the N x N matrix"
     if args.device == "cpu":  # on a GPU these sizes are too small for a stable time ratio
         assert at_max_n["time_ratio"] > 1.5, "naive should be clearly slower than SDPA at the largest N"
+        # the page: the fused kernel's time exponent "is still about 2" (it computes every score)
+        assert 1.6 < fit["sdpa_time_exponent"] < 2.4, f"SDPA time should grow ~N^2, got N^{fit['sdpa_time_exponent']:.2f}"
 
 
 if __name__ == "__main__":

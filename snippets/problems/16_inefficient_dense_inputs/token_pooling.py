@@ -112,7 +112,8 @@ def main():
     torch.manual_seed(SEED)
     if dev == "cpu":
         # One thread: small kernels (windows, pooled tokens) are otherwise dominated by thread
-        # synchronisation, and timings on a shared machine stay stable. Ratios are what carry over.
+        # synchronisation, and timings on a shared machine stay steadier. The timings and speed-ups are
+        # those of one thread of this CPU; the score counts and the exactness checks hold anywhere.
         torch.set_num_threads(1)
     N = G * G
     qkv = nn.Linear(C, 3 * C).to(dev)

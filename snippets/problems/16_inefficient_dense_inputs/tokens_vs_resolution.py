@@ -31,6 +31,7 @@ D_MODEL, D_MLP, HEADS = 768, 3072, 12
 SIDES = [224, 384, 512, 1024]  # image side lengths for the token table
 PATCHES = [16, 8]
 TIMED_SIDES = [224, 320, 448, 640]  # patch 16 -> 196, 400, 784, 1600 tokens
+LAYER_SIDES = [224, 448]  # one whole ViT-B layer timed here: FLOP share against time share
 
 
 # --8<-- [start:core]
@@ -65,6 +66,38 @@ def time_sdpa(n, repeats, device):
 # --8<-- [end:core]
 
 
+@torch.no_grad()
+def layer_time_split(n, repeats, device):
+    """Time of one ViT-B encoder layer on n tokens, and of its attention (SDPA: scores, softmax, weights @ V)."""
+    d, h = D_MODEL, HEADS
+    ln1, ln2 = torch.nn.LayerNorm(d).to(device), torch.nn.LayerNorm(d).to(device)
+    qkv, proj = torch.nn.Linear(d, 3 * d).to(device), torch.nn.Linear(d, d).to(device)
+    mlp = torch.nn.Sequential(torch.nn.Linear(d, D_MLP), torch.nn.GELU(), torch.nn.Linear(D_MLP, d)).to(device)
+    x = torch.randn(1, n, d, device=device)  # (B, N, d)
+    q, k, v = qkv(ln1(x)).view(1, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, H, N, d/H)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def attention():
+        return F.scaled_dot_product_attention(q, k, v)  # (B, H, N, d/H)
+
+    def layer():
+        a, b, c = qkv(ln1(x)).view(1, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, H, N, d/H)
+        y = x + proj(F.scaled_dot_product_attention(a, b, c).transpose(1, 2).reshape(1, n, d))  # (B, N, d)
+        return y + mlp(ln2(y))  # (B, N, d)
+
+    times = {"attention": [], "layer": []}
+    for r in range(repeats + 1):  # round 0 is a warm-up; the two interleaved
+        for name, fn in (("attention", attention), ("layer", layer)):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    return {"layer_ms": med["layer"] * 1e3, "attention_ms": med["attention"] * 1e3,
+            "attention_time_share": med["attention"] / med["layer"]}
+
+
 def machine_info():
     cpu = platform.processor() or platform.machine()
     try:
@@ -76,7 +109,7 @@ def machine_info():
     except OSError:
         pass
     return {"cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def plot(timed, path):
@@ -129,7 +162,8 @@ def main():
     torch.manual_seed(SEED)
     if dev == "cpu":
         # One thread: small kernels (windows, pooled tokens) are otherwise dominated by thread
-        # synchronisation, and timings on a shared machine stay stable. Ratios are what carry over.
+        # synchronisation, and timings on a shared machine stay steadier. The timings, ratios and fitted
+        # exponents are those of one thread of this CPU; the token and score counts are exact anywhere.
         torch.set_num_threads(1)
 
     table = []
@@ -137,7 +171,7 @@ def main():
         for s in SIDES:
             n = tokens(s, p)
             lin, att = layer_flops(n)
-            table.append({"side": s, "patch": p, "tokens": n, "scores_per_head": n * n,
+            table.append({"side": s, "patch": p, "tokens": n, "tokens_with_cls": n + 1, "scores_per_head": n * n,
                           "score_mib_fp32_all_heads": HEADS * n * n * 4 / 2**20,
                           "attention_share": att / (lin + att)})
     by = {(r["side"], r["patch"]): r for r in table}
@@ -166,6 +200,17 @@ def main():
     if dev == "cpu":  # on a GPU these sizes are launch-latency bound
         assert 3.0 < exp_side < 4.8, f"attention time should grow ~side^4, got side^{exp_side:.2f}"
 
+    # Measured: the attention's share of one whole layer's TIME, next to its share of the FLOPs.
+    # They differ: the softmax's exponentials and memory traffic are not in the FLOP count (problem 17).
+    layer_split = {}
+    for s in LAYER_SIDES:
+        n = tokens(s, 16)
+        lin, att = layer_flops(n)
+        layer_split[str(s)] = {"side": s, "tokens": n, "attention_flop_share": att / (lin + att),
+                               **layer_time_split(n, 7 if s < 400 else 3, dev)}
+        r = layer_split[str(s)]
+        r["time_over_flop_share"] = r["attention_time_share"] / r["attention_flop_share"]
+
     results = {"machine": {**machine_info(), "device": dev},
                "config": {"d_model": D_MODEL, "d_mlp": D_MLP, "heads": HEADS, "batch": 1, "dtype": "float32"},
                "table": table,
@@ -174,7 +219,12 @@ def main():
                "timed": timed,
                "fit": {"time_exponent_vs_side": exp_side, "time_exponent_vs_tokens": exp_tokens,
                        "points_side": [r["side"] for r in fit_rows]},
-               "time_ratio_side_x2": ratio_2x}
+               "time_ratio_side_x2": ratio_2x,
+               "layer_split": layer_split}
+    r = layer_split["224"]
+    results["verdicts"] = {"layer_224": (
+        f"attention (SDPA: scores, softmax and weights times values) took {r['attention_time_share']:.1%} of one "
+        f"layer's time, {r['time_over_flop_share']:.1f} times its {r['attention_flop_share']:.1%} share of the FLOPs")}
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     plot(timed, OUT / "resolution.svg")
 
@@ -189,6 +239,10 @@ def main():
         print(f"  {r['side']:>4} px  {r['tokens']:>5} tokens  {r['sdpa_ms']:8.2f} ms")
     print(f"fitted time ∝ side^{exp_side:.2f} (= tokens^{exp_tokens:.2f}) on sides {results['fit']['points_side']}; "
           f"640 px vs 320 px: {ratio_2x:.1f}x the time")
+    for r in layer_split.values():
+        print(f"one ViT-B layer at {r['side']} px ({r['tokens']} tokens): {r['layer_ms']:.1f} ms, attention "
+              f"{r['attention_ms']:.2f} ms = {r['attention_time_share']:.1%} of the time, "
+              f"{r['attention_flop_share']:.1%} of the FLOPs")
     m = results["machine"]
     print(f"machine: {m['cpu']}, {m['torch_threads']} thread(s), torch {m['torch']}")
 

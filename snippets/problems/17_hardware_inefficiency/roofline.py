@@ -39,7 +39,7 @@ SOFTMAX_FLOPS_PER_ELEM = 5  # convention: max-compare, subtract, exp, add (row s
 
 # Cited, not measured: an NVIDIA A100 for comparison (fp16/bf16 data, 2 bytes a value).
 A100_TENSOR_FLOPS = 312e12  # FP16/BF16 matmul peak of an A100 (Dao 2023, FlashAttention-2, arXiv:2307.08691, Section 3.1)
-A100_FP32_FLOPS = 19.5e12  # FP32 outside the tensor cores (same table): the rate for non-matmul work
+A100_FP32_FLOPS = 19.5e12  # non-matmul FP32 (same passage): the rate for non-matmul work
 A100_HBM_BYTES_S = 2.0e12  # upper end of "1.5-2.0TB/s" HBM bandwidth (Dao et al. 2022, Section 2.1)
 
 
@@ -95,7 +95,30 @@ def machine_info():
     sizes = [float(v[:-1]) * units[v[-1]] for v in caches.values() if v and v[-1] in units]  # MiB
     return {"cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "caches_per_cpu0": caches,
-            "last_level_cache_mib": round(max(sizes)) if sizes else None}
+            "last_level_cache_mib": round(max(sizes)) if sizes else None,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def compare(new_s, ref_s):
+    """'1.5 times faster' / '1.2 times slower' / 'about as fast (within 10%)': number and word agree."""
+    r = ref_s / new_s
+    if r >= 1.1:
+        return f"{r:.1f} times faster"
+    if 1 / r >= 1.1:
+        return f"{1 / r:.1f} times slower"
+    return "about as fast (within 10%)"
+
+
+def softmax_verdict(s):
+    """Is the softmax waiting on memory? s = its speed on data in cache over its speed on the score matrix."""
+    if s >= 1.3:
+        return (f"in cache it ran {s:.1f} times faster, so memory does slow it down: on one core of this CPU the "
+                "roofline's verdict holds, the bytes set part of its pace")
+    if s >= 1.1:
+        return (f"in cache it ran only {s:.1f} times faster, so memory slows it a little, but on one core of this "
+                "CPU the exponentials, not the bytes, set most of its pace")
+    return ("in cache it ran no faster (within 10%), so on one core of this CPU the exponentials, not the bytes, "
+            "set its pace: the roofline's 'memory-bound' does not hold here")
 
 
 def plot(peak, bw, parts, measured, path):
@@ -165,10 +188,8 @@ def one_core_check(softmax_score_matrix, sync, dev):
     one_core["softmax_score_matrix_gflops"] = one_core["softmax_score_matrix_gbs"] * sm_flops_per_byte
     one_core["memory_slowdown"] = one_core["softmax_in_cache_gbs"] / one_core["softmax_score_matrix_gbs"]
     one_core["matmul_over_softmax_in_cache"] = one_core["matmul_gflops"] / one_core["softmax_in_cache_gflops"]
-    s = one_core["memory_slowdown"]  # CPUs differ here: a core with plenty of bandwidth barely notices
-    one_core["verdict"] = (f"memory slows it by a factor of {s:.1f}" if s >= 1.3 else
-                           f"memory slows it by a factor of only {s:.1f}: one core of this CPU gets enough "
-                           "bandwidth that the exponentials, not the bytes, set its pace")
+    # CPUs differ here: a core with plenty of bandwidth barely notices; the page's sentence is written from it
+    one_core["verdict"] = softmax_verdict(one_core["memory_slowdown"])
     return one_core
 
 
@@ -233,7 +254,11 @@ def main():
     # the unfused parts compute attention: check against the fused kernel
     torch.testing.assert_close(O, F.scaled_dot_product_attention(q, k, v), rtol=1e-4, atol=1e-5)
 
-    peak = 2 * MM**3 / med["matmul_peak"]  # FLOP/s
+    peak_square = 2 * MM**3 / med["matmul_peak"]  # FLOP/s of the large square matmul
+    # The compute roof is the fastest fp32 matmul timed here: normally the square one, but some kernel
+    # sets run it slower than the batched attention matmuls (MKL_ENABLE_INSTRUCTIONS=AVX2: ~13 against
+    # ~60 GFLOP/s), and a roof that a measured matmul beats is no roof.
+    peak = max(peak_square, *(parts[p]["flops"] / med[p] for p in ("qk_matmul", "pv_matmul")))
     bw_add = 3 * n_elem * BYTES / med["add"]  # bytes/s: reads x and y, writes z
     bw = bw_add  # memory roof: the elementwise add's bandwidth
     ridge = peak / bw  # FLOPs per byte where the two roofs meet
@@ -269,7 +294,8 @@ def main():
                           "elementwise_mib": n_elem * BYTES / 2**20, "score_matrix_mib": n_elem * BYTES / 2**20,
                           "softmax_flops_per_elem": SOFTMAX_FLOPS_PER_ELEM, "seed": SEED,
                           "timing": f"median of {REPEATS} after {WARMUP} warm-up rounds, interleaved, out= buffers"},
-               "ceilings": {"matmul_gflops": peak / 1e9, "add_gbs": bw_add / 1e9,
+               "ceilings": {"matmul_gflops": peak / 1e9, "square_matmul_gflops": peak_square / 1e9,
+                            "add_gbs": bw_add / 1e9,
                             "softmax_gbs": measured["softmax_bandwidth"] / 1e9, "ridge_flop_per_byte": ridge},
                "parts": rows,
                "softmax": {"time_share": rows["softmax"]["time_share"], "flop_share": rows["softmax"]["flop_share"],
@@ -280,10 +306,16 @@ def main():
                "unfused_total_ms": total_t * 1e3,
                "fused_speedup_over_unfused_parts": total_t / med["fused_attention"],
                "a100_cited": a100}
+    summary["verdicts"] = {
+        "fused": f"took {med['fused_attention'] * 1e3:.1f} ms against {total_t * 1e3:.1f} ms for the three parts "
+                 f"together: {compare(med['fused_attention'], total_t)}",
+        "softmax": one_core["verdict"] if one_core else "not measured on this device",
+    }
     (OUT / "results.json").write_text(json.dumps(summary, indent=2))
     plot(peak, bw, parts, measured, OUT / "roofline.svg")
 
-    print(f"ceilings, fp32, device={dev}: matmul {MM}x{MM} {peak / 1e9:.0f} GFLOP/s; "
+    print(f"ceilings, fp32, device={dev}: fastest matmul {peak / 1e9:.0f} GFLOP/s ({MM}x{MM}: "
+          f"{peak_square / 1e9:.0f}); "
           f"add {bw_add / 1e9:.1f} GB/s; softmax {measured['softmax_bandwidth'] / 1e9:.1f} GB/s "
           f"(arrays of {n_elem * BYTES / 2**20:.0f} MiB)")
     print(f"ridge point = {peak / 1e9:.0f} GFLOP/s / {bw / 1e9:.1f} GB/s = {ridge:.1f} FLOPs per byte")
@@ -296,24 +328,28 @@ def main():
         print(f"{name:<16} {r['flops'] / 1e9:>7.2f} {r['bytes'] / 2**20:>10.1f} {r['intensity']:>7.2f} "
               f"{r['ms']:>7.2f} {r['attained_gflops']:>8.1f} {100 * r['fraction_of_roof']:>7.0f}% {ts} {fs}  {r['bound']}")
     print(f"softmax: {100 * rows['softmax']['flop_share']:.1f}% of the FLOPs, "
-          f"{100 * rows['softmax']['time_share']:.1f}% of the time; fused SDPA is "
-          f"{summary['fused_speedup_over_unfused_parts']:.1f}x faster than the three parts")
+          f"{100 * rows['softmax']['time_share']:.1f}% of the time; fused SDPA "
+          f"{summary['verdicts']['fused']}")
     if one_core:
         print(f"one core: softmax {one_core['softmax_in_cache_gbs']:.1f} GB/s on a {one_core['in_cache_mib']:.0f} MiB "
               f"array in cache vs {one_core['softmax_score_matrix_gbs']:.1f} GB/s on the score matrix "
               f"({one_core['memory_slowdown']:.1f}x); in cache it does {one_core['softmax_in_cache_gflops']:.1f} "
               f"GFLOP/s, the matmul {one_core['matmul_gflops']:.0f} ({one_core['matmul_over_softmax_in_cache']:.0f}x)")
+        print(f"  so: {one_core['verdict']}")
     print(f"A100 (cited peaks, fp16): ridge {a100_ridge:.0f} FLOP/B; Q K^T intensity "
           f"{parts16['qk_matmul']['intensity']:.1f} -> {a100['qk_matmul_bound']}-bound")
     print(f"machine: {machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}, "
-          f"caches {machine['caches_per_cpu0']}")
+          f"kernel set {machine['cpu_capability']}, caches {machine['caches_per_cpu0']}")
 
     # 4) The claims the page makes.
     for name in parts:  # a roof is a ceiling: no part may beat it (margin for timer noise)
         assert rows[name]["fraction_of_roof"] < 1.3, f"{name} beat the roofline: wrong FLOP or byte count?"
     # Thresholds hold on every CPU seen here (Intel Xeon: ridge/intensity ~9, 3% of peak; AMD EPYC with
-    # more bandwidth per core: ~4.5, 10%); a GPU's ridge is far further right.
-    assert ridge / parts["softmax"]["intensity"] > 2, "softmax should be left of the ridge (memory-bound)"
+    # more bandwidth per core: ~4.5, 10%); a GPU's ridge is far further right. Left of the ridge is the
+    # roofline's *prediction*; whether the softmax really waits on memory is measured by the one-core
+    # check, and the page's sentence is written from that measurement (verdicts["softmax"]).
+    assert ridge / parts["softmax"]["intensity"] > 2, "softmax should be left of the ridge (roofline: memory-bound)"
+    assert ridge < A100_TENSOR_FLOPS / A100_HBM_BYTES_S / 2, "the page says an A100's ridge is much higher"
     assert attained["softmax"] < 0.25 * peak, "softmax should use a small fraction of the matmul FLOP/s"
     assert rows["softmax"]["time_share"] > 5 * rows["softmax"]["flop_share"], \
         "softmax should take far more of the time than its share of the FLOPs"
@@ -322,8 +358,11 @@ def main():
     if dev == "cpu":  # the page states the classification measured on this CPU
         assert parts["qk_matmul"]["intensity"] > ridge, \
             f"Q K^T ({parts['qk_matmul']['intensity']:.1f} FLOP/B) should be right of this CPU's ridge ({ridge:.1f})"
-        assert summary["fused_speedup_over_unfused_parts"] > 1.05, "fused SDPA should beat the unfused parts"  # 1.2x on AMD EPYC, more on Intel Xeon
-        assert one_core["memory_slowdown"] > 0.9, "softmax should not run slower when its data fits in cache"
+        # 1.2x on AMD EPYC, more on Intel Xeon; with ATEN_CPU_CAPABILITY=default (no vector kernels) the fused
+        # kernel is no faster, so the page's sentence is written from the timing (verdicts["fused"]).
+        if machine["cpu_capability"] != "DEFAULT":
+            assert summary["fused_speedup_over_unfused_parts"] > 1.05, "fused SDPA should beat the unfused parts"
+        assert one_core["memory_slowdown"] > 0.9, "sanity: softmax should not run slower when its data fits in cache"
         assert one_core["matmul_over_softmax_in_cache"] > 3, "even in cache, softmax should be far below matmul speed"
 
 

@@ -8,8 +8,10 @@ exactly (up to float rounding) without ever holding the N x N score matrix.
 
 The script checks the tiled version against F.scaled_dot_product_attention
 (also with logits large enough to overflow exp() without the running max),
-measures peak memory of naive, tiled and fused SDPA attention, each in its own
-forkserver process, and times all three at two sequence lengths.
+measures the peak memory of naive, tiled and fused SDPA attention as the bytes
+PyTorch's allocator held during one call (from the profiler's allocation events,
+so load on the machine cannot change it), and times all three at two sequence
+lengths in a fresh forkserver process.
 
 Run from the repo root:  python snippets/problems/17_hardware_inefficiency/tiled_attention.py
 """
@@ -20,20 +22,20 @@ import math
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
-import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 OUT = Path(os.environ.get("SNIPPET_OUT", Path(__file__).stem + "_out"))
 SEED = 0
 B, H, D = 1, 4, 64  # batch, heads, head dim
-MEM_N = 4096  # memory cases: one (B, H, N, N) fp32 score matrix is 256 MiB here
-BLOCKS = (128, 1024)  # key/value block sizes for the memory cases
+MEM_N = 2048  # memory cases: one (B, H, N, N) fp32 score matrix is 64 MiB here
+BLOCKS = (64, 256)  # key/value block sizes for the memory cases
 TIME_NS = (1024, 2048)
 TIME_BLOCK = 512
 
@@ -95,16 +97,40 @@ def method(name):
     return {"naive": naive_attention, "sdpa": sdpa_attention}[name]
 
 
-def _proc_status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])  # value in kB
-    raise KeyError(field)
+@contextmanager
+def quiet_stderr():
+    """The profiler's C++ side prints a start and a stop line on stderr; hide them."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_allocated_bytes(fn, *args):
+    """Peak of the bytes PyTorch's CPU allocator held during fn(*args), above what it held before.
+
+    Summed from the profiler's allocation and free events in the order they happened: tensors and the
+    kernels' own scratch buffers, exactly what the code allocated. Unlike resident memory (RSS), which
+    depends on how the C library and the OS hand pages back, other load on the machine cannot change it.
+    """
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn(*args)
+        del out
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    held = peak = 0
+    for e in events:  # nbytes > 0: allocation, < 0: free
+        held += e.nbytes()
+        peak = max(peak, held)
+    return peak
 
 
 def peak_memory_case(name, n, device):
-    """Runs in a fresh forkserver child: peak memory above baseline of one call."""
+    """Peak memory above baseline of one call (exact allocation counts: no fresh process needed)."""
     torch.manual_seed(SEED)
     fn = method(name)
     q, k, v = (torch.randn(B, H, n, D, device=device) for _ in range(3))  # (B, H, N, d) each
@@ -113,24 +139,11 @@ def peak_memory_case(name, n, device):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        out = fn(q, k, v)
+        fn(q, k, v)  # its output counts in the peak while it exists
         torch.cuda.synchronize()
         return {"peak_bytes": torch.cuda.max_memory_allocated() - base, "mem_method": "torch.cuda.max_memory_allocated"}
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM (peak RSS) to the current RSS
-        base_kib = _proc_status_kib("VmRSS")
-        out = fn(q, k, v)
-        peak_bytes = (_proc_status_kib("VmHWM") - base_kib) * 1024
-        mem_method = "VmHWM after clear_refs"
-    except OSError:  # not Linux: lifetime peak RSS, less precise
-        base_kib = _proc_status_kib("VmRSS") if Path("/proc/self/status").exists() else 0
-        out = fn(q, k, v)
-        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-        peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale - base_kib * 1024
-        mem_method = "ru_maxrss fallback (includes torch import)"
-    del out
-    return {"peak_bytes": peak_bytes, "mem_method": mem_method}
+    return {"peak_bytes": peak_allocated_bytes(fn, q, k, v),
+            "mem_method": "peak bytes held by PyTorch's allocator (profiler allocation events, one thread)"}
 
 
 def timing_run(cases, device, warmups, repeats):
@@ -161,7 +174,17 @@ def machine_info():
     except OSError:
         pass
     return {"cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def compare(new_ms, ref_ms):
+    """'2.1 times faster' / '1.6 times slower' / 'about as fast (within 10%)': number and word agree."""
+    r = ref_ms / new_ms
+    if r >= 1.1:
+        return f"{r:.1f} times faster"
+    if 1 / r >= 1.1:
+        return f"{1 / r:.1f} times slower"
+    return "about as fast (within 10%)"
 
 
 def main():
@@ -180,7 +203,12 @@ def main():
         q, k = q * scale, k * scale
         ref = sdpa_attention(q, k, v)  # (B, H, N, d)
         out = tiled_attention(q, k, v, block=256)  # (B, H, N, d)
-        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+        # fp32 rounds a logit of size L by about eps * L, which moves its softmax weight by that much
+        # relative: with logits in the hundreds (the last case) two correct kernels differ by ~1e-4
+        # (seen with the AVX2 kernel set), so the tolerance scales with the largest logit.
+        top = ((q / math.sqrt(D)) @ k.transpose(-2, -1)).abs().max().item()  # (B, H, N, N) -> largest |logit|
+        atol = max(1e-5, 2 * torch.finfo(torch.float32).eps * top * v.abs().max().item())
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=atol)
         max_abs_err[label] = (out - ref).abs().max().item()
     max_logit = ((q / math.sqrt(D)) @ k.transpose(-2, -1)).max().item()  # (B, H, N, N), large-logit case
     no_max = no_max_attention(q, k, v)
@@ -188,15 +216,18 @@ def main():
     assert max_logit > 88.8, "logits should exceed log(float32 max) for the overflow check"
     assert no_max_nonfinite > 0, "without the running max, exp() should overflow"
     # the tiling is real: a different block size gives the same answer
-    torch.testing.assert_close(tiled_attention(q, k, v, block=64), out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(tiled_attention(q, k, v, block=64), out, rtol=1e-4, atol=atol)  # large-logit case
 
-    # 2) Peak memory, each case in a fresh process; then timing in one process.
+    # 2) Peak memory, counted from allocation events in this process; then timing in a fresh one.
+    mem_names = ["naive", *(f"tiled_{bs}" for bs in BLOCKS), "sdpa"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # SDPA keeps a scratch buffer per thread: one thread, the same count on any machine
+    mem = {name: peak_memory_case(name, MEM_N, dev) for name in mem_names}
+    torch.set_num_threads(threads)
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch"])
-    mem_names = ["naive", *(f"tiled_{bs}" for bs in BLOCKS), "sdpa"]
     time_cases = [(name, n) for n in TIME_NS for name in ("naive", f"tiled_{TIME_BLOCK}", "sdpa")]
-    with ctx.Pool(1, maxtasksperchild=1) as pool:  # maxtasksperchild=1: a fresh process per task
-        mem = {name: pool.apply(peak_memory_case, (name, MEM_N, dev)) for name in mem_names}
+    with ctx.Pool(1) as pool:
         med = pool.apply(timing_run, (time_cases, dev, 1, 3))
 
     score_mib = B * H * MEM_N * MEM_N * 4 / 2**20  # one (B, H, N, N) fp32 tensor
@@ -224,7 +255,9 @@ def main():
                "large_logits": {"max_logit": max_logit, "no_max_nonfinite_fraction": no_max_nonfinite},
                "memory": {"n": MEM_N, "score_matrix_mib": score_mib, **memory,
                           "naive_over_tiled_small": memory["naive"]["peak_mib"] / memory[f"tiled_{BLOCKS[0]}"]["peak_mib"]},
-               "timing": timing, "at_max_n": {"n": TIME_NS[-1], **big}}
+               "timing": timing, "at_max_n": {"n": TIME_NS[-1], **big},
+               "verdicts": {"sdpa_vs_naive": compare(big["sdpa_ms"], big["naive_ms"]),
+                            "tiled_vs_sdpa": compare(big["tiled_ms"], big["sdpa_ms"])}}
     (OUT / "results.json").write_text(json.dumps(summary, indent=2))
 
     print(f"B={B} H={H} d={D} fp32, device={dev}")
@@ -241,13 +274,16 @@ def main():
         t = timing[str(n)]
         print(f"{n:>6} {t['naive_ms']:>9.1f} {t['tiled_ms']:>9.1f} {t['sdpa_ms']:>8.1f} "
               f"{t['naive_over_sdpa']:>11.1f} {t['tiled_over_sdpa']:>11.1f}")
+    print(f"at N={TIME_NS[-1]}, fused SDPA against naive attention: {summary['verdicts']['sdpa_vs_naive']}")
     print(f"machine: {machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}")
 
-    # 3) The claims the page makes.
-    assert memory["naive"]["peak_mib"] >= 0.9 * score_mib, "naive should hold at least one N x N matrix"
+    # 3) The claims the page makes. Memory is counted from allocation events, not RSS: the same on an
+    #    idle and on a loaded machine, so the bounds can be tight.
+    assert memory["naive"]["peak_mib"] >= 1.9 * score_mib, "naive should hold two N x N matrices (scores, weights)"
     out_mib = B * H * MEM_N * D * 4 / 2**20  # one (B, H, N, d) fp32 tensor
-    for bs in BLOCKS:  # a tile and a few (B, H, N, d) tensors, nowhere near N x N
-        assert memory[f"tiled_{bs}"]["peak_mib"] < 1.5 * memory[f"tiled_{bs}"]["tile_mib"] + 8 * out_mib, \
+    for bs in BLOCKS:  # one tile and a few (B, H, N, d) tensors (scaled q, output, p @ v), nowhere near N x N
+        assert memory[f"tiled_{bs}"]["peak_mib"] >= memory[f"tiled_{bs}"]["tile_mib"], f"tiled ({bs}): no tile?"
+        assert memory[f"tiled_{bs}"]["peak_mib"] < 1.5 * memory[f"tiled_{bs}"]["tile_mib"] + 4 * out_mib, \
             f"tiled ({bs}) should hold about one tile, not more"
         assert memory[f"tiled_{bs}"]["peak_mib"] < 0.4 * score_mib, f"tiled ({bs}) should not hold N x N"
     small, large = (memory[f"tiled_{bs}"] for bs in BLOCKS)
@@ -257,9 +293,13 @@ def main():
     if dev == "cpu":  # the page's honest timing claims, measured on a CPU
         # Asserted at the largest N only: at small N both calls take a few ms and a
         # busy machine can blur the ratio.
-        assert big["tiled_over_sdpa"] > 1.1, \
-            "the Python-loop tiled version should be slower than the fused kernel"
-        assert big["naive_over_sdpa"] > 1.2, "the fused kernel should beat naive attention at the largest N"
+        # With ATEN_CPU_CAPABILITY=default the fused kernel runs without vector instructions and is no
+        # faster than the others; there the page's sentences are written from the timings
+        # (verdicts["sdpa_vs_naive"], verdicts["tiled_vs_sdpa"]) and not asserted.
+        if machine["cpu_capability"] != "DEFAULT":
+            assert big["tiled_over_sdpa"] > 1.1, \
+                "the Python-loop tiled version should be slower than the fused kernel"
+            assert big["naive_over_sdpa"] > 1.2, "the fused kernel should beat naive attention at the largest N"
 
 
 if __name__ == "__main__":

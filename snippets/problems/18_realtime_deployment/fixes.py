@@ -143,6 +143,11 @@ def serialized_mb(model):
     return buf.tell() / 1e6
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bfloat16 dot products
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products (VNNI, AMX)
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")  # caps on the kernel set
+
+
 def machine_info():
     cpu = platform.processor() or platform.machine()
     flags = set()
@@ -155,10 +160,78 @@ def machine_info():
         pass
     return {"cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(),
-            "cpu_bf16_support": sorted(flags & {"avx512_bf16", "amx_bf16"}),
-            "cpu_int8_support": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
-            "bf16_flags": ", ".join(sorted(flags & {"avx512_bf16", "amx_bf16"})) or "none",
-            "int8_flags": ", ".join(sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})) or "none"}
+            # what PyTorch's own vectorised kernels use (AVX512, AVX2, or DEFAULT = not vectorised)
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "kernel_env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ},
+            "cpu_bf16_support": sorted(flags & set(BF16_FLAGS)),
+            "cpu_int8_support": sorted(flags & set(INT8_FLAGS)),
+            "bf16_flags": ", ".join(sorted(flags & set(BF16_FLAGS))) or "none",
+            "int8_flags": ", ".join(sorted(flags & set(INT8_FLAGS))) or "none"}
+
+
+def compare(new_ms, ref_ms):
+    """'2.1 times faster' / '1.6 times slower' / 'about as fast (within 10%)': number and word agree."""
+    r = ref_ms / new_ms
+    if r >= 1.1:
+        return f"{r:.1f} times faster"
+    if 1 / r >= 1.1:
+        return f"{1 / r:.1f} times slower"
+    return "about as fast (within 10%)"
+
+
+def table_cell(new_ms, ref_ms):
+    """Speed against the baseline for the table: '2.15× faster' or '1.58× slower', never '0.63×'."""
+    r = ref_ms / new_ms
+    return f"{r:.2f}× faster" if r >= 1 else f"{1 / r:.2f}× slower"
+
+
+def kernels_sentence(m):
+    cap = m["cpu_capability"]
+    s = (f"PyTorch's own vectorised kernels used the {cap} instruction set" if cap != "DEFAULT" else
+         "PyTorch's own kernels ran without vector instructions (DEFAULT)")
+    if m["kernel_env"]:
+        s += " (set by " + ", ".join(f"{k}={v}" for k, v in m["kernel_env"].items()) + ")"
+    return s
+
+
+def verdicts(m, rows, quantized_engine):
+    """The page's sentences about this CPU and these timings, written from the measurement."""
+    ref = rows["kv_cache"]  # float32 with the same cache: the fair reference for bf16 and int8
+    v = {"kernels": kernels_sentence(m) + ".",
+         "threads": "one CPU thread" if m["torch_threads"] == 1 else f"{m['torch_threads']} CPU threads",
+         "kv_cache_ttft": f"took {ref['ttft_ms']:.1f} ms against the baseline's {rows['baseline']['ttft_ms']:.1f} ms: "
+                          f"{compare(ref['ttft_ms'], rows['baseline']['ttft_ms'])}",
+         "table": {name.replace("+", "_"): {"ttft": table_cell(r["ttft_ms"], rows["baseline"]["ttft_ms"]),
+                          "per_token": table_cell(r["per_token_ms"], rows["baseline"]["per_token_ms"])}
+                   for name, r in rows.items() if name != "baseline"}}
+    for key, flags, what in (("bf16", BF16_FLAGS, "native bfloat16 instructions"),
+                             ("int8", INT8_FLAGS, "int8 dot-product instructions")):
+        name = f"kv_cache+{key}"
+        if name not in rows:
+            continue
+        have = m[f"cpu_{key}_support"]
+        v[f"{key}_cpu"] = (f"This CPU has {what} ({', '.join(have)} among its flags)" if have else
+                           f"This CPU has no {what} (none of {', '.join(flags)} among its flags)")
+        v[f"{key}_cpu"] += f"; {kernels_sentence(m)}" + (f", and the quantized engine was {quantized_engine}."
+                                                           if key == "int8" else ".")
+        r = rows[name]
+        for part, unit in (("prefill", "ttft_ms"), ("decode", "per_token_ms")):
+            v[f"{key}_{part}"] = (f"took {r[unit]:.{1 if part == 'prefill' else 2}f} ms against "
+                                  f"{ref[unit]:.{1 if part == 'prefill' else 2}f} ms in float32 with the same "
+                                  f"cache: {compare(r[unit], ref[unit])}")
+    if "bf16_prefill" in v:
+        word = v["bf16_prefill"].rsplit(": ", 1)[1].split()[-1]  # faster / slower / (within 10%)
+        have = bool(m["cpu_bf16_support"])
+        v["bf16_summary"] = {
+            (True, "faster"): "So on this machine bfloat16 paid off in the prefill.",
+            (True, "slower"): "So on this machine, having the instructions did not make bfloat16 faster: what counts "
+                              "is whether the kernels PyTorch picks for these shapes use them.",
+            (False, "faster"): "So even without native instructions, the bfloat16 prefill was faster on this machine.",
+            (False, "slower"): "So without native instructions, bfloat16 cost time on this machine instead of "
+                               "saving it.",
+        }.get((have, word), "So on this machine bfloat16 neither sped up nor slowed down the prefill by more "
+                            "than 10%" + (", despite the instructions." if have else "."))
+    return v
 
 
 def check_compile(model, prompt, full, sync):
@@ -238,19 +311,23 @@ def main():
                "rows": rows, "sizes_mb": sizes,
                "size_ratio": {k: v / sizes["fp32"] for k, v in sizes.items()},
                "compile": compile_info}
+    summary["verdicts"] = verdicts(summary["machine"], rows, torch.backends.quantized.engine)
     (OUT / "results.json").write_text(json.dumps(summary, indent=2))
 
     m = summary["machine"]
     print(f"prompt {PROMPT_LEN} tokens, {N_NEW} new tokens, greedy; baseline = float32, eager, no KV cache")
-    print(f"{'variant':>17} {'TTFT ms':>8} {'(x)':>6} {'ms/token':>9} {'(x)':>6} {'rel err':>8} {'top-1':>6} "
-          f"{'tokens':>7}")
+    cells = summary["verdicts"]["table"]
+    print(f"{'variant':>17} {'TTFT ms':>8} {'vs baseline':>13} {'ms/token':>9} {'vs baseline':>13} {'rel err':>8} "
+          f"{'top-1':>6} {'tokens':>7}")
     for name, r in rows.items():
         same = "same" if r["same_tokens"] else f"{r['token_agreement']:.0%}"
-        print(f"{name:>17} {r['ttft_ms']:>8.1f} {r['ttft_speedup']:>5.2f}x {r['per_token_ms']:>9.2f} "
-              f"{r['per_token_speedup']:>5.2f}x {r['logits_rel_err']:>8.1e} {r['prefill_top1_agreement']:>6.0%} "
+        c = cells.get(name.replace("+", "_"), {"ttft": "(baseline)", "per_token": "(baseline)"})
+        print(f"{name:>17} {r['ttft_ms']:>8.1f} {c['ttft']:>13} {r['per_token_ms']:>9.2f} "
+              f"{c['per_token']:>13} {r['logits_rel_err']:>8.1e} {r['prefill_top1_agreement']:>6.0%} "
               f"{same:>7}")
-    print("(x) = speed-up over the baseline; rel err = ||logits - fp32|| / ||fp32|| and top-1 = same argmax\n"
-          "as fp32, both over the prompt's positions; tokens = generated tokens equal to the baseline's")
+    print("vs baseline = how much faster or slower than the baseline; rel err = ||logits - fp32|| / ||fp32|| and\n"
+          "top-1 = same argmax as fp32, both over the prompt's positions; tokens = generated tokens equal to the "
+          "baseline's")
     print("serialized size: " + ", ".join(f"{k} {v:.1f} MB" for k, v in sizes.items()))
     c = compile_info
     if c["status"] == "compiled":
@@ -260,7 +337,13 @@ def main():
         print(f"  TorchDynamo captured the decode step as {c['graphs']} graph(s) with {c['graph_breaks']} "
               f"graph break(s) in {c['capture_s']:.1f} s; run with --compile to compile and time it")
     print(f"CPU bf16 instructions: {m['cpu_bf16_support'] or 'none'}; int8 dot-product: "
-          f"{m['cpu_int8_support'] or 'none'}; quantized engine {summary['config']['quantized_engine']}")
+          f"{m['cpu_int8_support'] or 'none'}; kernel set {m['cpu_capability']}"
+          + "".join(f", {k}={val}" for k, val in m["kernel_env"].items())
+          + f"; quantized engine {summary['config']['quantized_engine']}")
+    vd = summary["verdicts"]
+    for key in ("bf16", "int8"):
+        if f"{key}_prefill" in vd:
+            print(f"{key}: prefill {vd[key + '_prefill']}; decode step {vd[key + '_decode']}")
     print(f"machine: {m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}")
 
     # The claims the page makes.
@@ -276,9 +359,10 @@ def main():
         assert 0.45 < summary["size_ratio"]["bf16"] < 0.55, "bf16 should halve the model"
     if "int8" in sizes:
         assert summary["size_ratio"]["int8"] < 0.35, "int8 weights should make the model ~4x smaller"
-    # Speed claims only where the CPU has the instructions the page credits for them.
-    if dev == "cpu" and m["cpu_bf16_support"]:
-        assert rows["kv_cache+bf16"]["ttft_speedup"] > 1.3, "native bf16 should speed up the prefill matmuls"
+    assert m["torch_threads"] == THREADS, "the page says how many threads ran"
+    # Speed claims: whether bfloat16 is faster is NOT asserted, the page's sentences are written from the
+    # timings (summary["verdicts"]); on an Intel Xeon that lists avx512_bf16, the bfloat16 prefill was
+    # slower than float32's. int8 with VNNI was faster on every CPU and kernel set tried.
     if dev == "cpu" and m["cpu_int8_support"]:
         assert rows["kv_cache+int8"]["per_token_speedup_vs_cache"] > 1.2, "int8 should speed up decode steps"
         assert rows["kv_cache+int8"]["ttft_speedup"] > 1.2, "int8 should speed up the prefill"

@@ -38,6 +38,7 @@ BATCHES = [1, 2, 4, 8, 16, 32, 64]
 CONTEXT = 128  # cached tokens per sequence during the batch sweep
 MAX_LEN = 512
 E2E_PROMPT, E2E_NEW = 128, 32  # end-to-end check of T = TTFT + n_out * T_token
+E2E_ROUNDS = 7
 
 
 class Block(nn.Module):
@@ -91,13 +92,13 @@ def new_caches(model, batch, device, filled=0, max_len=MAX_LEN):
              "v": alloc(shape, device=device, dtype=model.tok.weight.dtype), "n": filled} for _ in model.blocks]
 
 
-def median_ms(fn, reps, sync):
+def median_ms(fn, reps, sync, clock=time.perf_counter):
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         sync()
-        ts.append(time.perf_counter() - t0)
+        ts.append(clock() - t0)
     return statistics.median(ts) * 1e3
 
 
@@ -117,16 +118,16 @@ def decode_step(model, token, caches):
 
 
 @torch.inference_mode()
-def time_decode_step(model, batch, context, reps, sync):
+def time_decode_step(model, batch, context, reps, sync, clock=time.perf_counter):
     """Median time of one decode step for `batch` sequences with `context` cached tokens each."""
     caches = new_caches(model, batch, next(model.parameters()).device, filled=context, max_len=context + 1)
     token = torch.zeros(batch, 1, dtype=torch.long, device=caches[0]["k"].device)  # (B, 1)
     times = []
     for _ in range(reps + 3):  # the first three are warm-up
-        t0 = time.perf_counter()
+        t0 = clock()
         decode_step(model, token, caches)
         sync()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
         for c in caches:
             c["n"] = context  # forget the new token: same context length every repeat
     return statistics.median(times[3:]) * 1e3
@@ -141,7 +142,28 @@ def machine_info():
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def verdicts(summary):
+    """The page's sentences that interpret these timings, written from them."""
+    threads = summary["machine"]["torch_threads"]
+    r2 = summary["batch2"]["ratio"]  # step time at batch 2 over batch 1, paired rounds
+    when = f"median of {len(summary['batch2']['rounds'])} paired rounds, {summary['batch2']['clock']}"
+    if r2 <= 1.15:
+        batch2 = (f"Measured here, a decode step at batch 2 took {r2:.2f} times as long as at batch 1 ({when}): the second "
+                  "sequence came almost for free, as predicted.")
+    else:  # T(B) = a + b B through batches 1 and 2: b / T(1) = r2 - 1
+        batch2 = (f"Measured here, a decode step at batch 2 already took {r2:.2f} times as long as at batch 1 ({when}), so "
+                  f"the second sequence was not free: fitting T(B) = a + bB to batches 1 and 2, {r2 - 1:.0%} of a "
+                  "batch-1 step is work that grows with the batch, not the one read of the weights.")
+    e = summary["end_to_end"]
+    off = e["model_ms"] / e["measured_ms"] - 1
+    return {"threads": "one CPU thread" if threads == 1 else f"{threads} CPU threads",
+            "batch2": batch2,
+            "end_to_end": (f"{'over' if off >= 0 else 'under'}estimated by {abs(off):.0%}" if abs(off) >= 0.01 else
+                           "right to within 1%") + "; the median of "
+                          f"{len(e['rounds'])} rounds, each timing the parts and the whole in {e['clock']}"}
 
 
 def plot(ttft, decode_ms, sweep, path):
@@ -213,50 +235,67 @@ def main():
 
     # 2) + 3) Per-token latency for one user (a decode step at batch 1 with CONTEXT cached tokens),
     #    and an end-to-end run to check T = TTFT + n_out * T_token. The parts and the whole are
-    #    measured in the same round, so a change in background load hits both; median of rounds.
+    #    measured in the same round, and the check reports the median round. On a CPU the check
+    #    counts this thread's CPU time (THREADS = 1: all the work runs in it), which other processes
+    #    on a busy machine do not inflate by taking the core away; wall time is what the rest reports.
     prompt = prompts[E2E_PROMPT]
-    rounds = []
-    for _ in range(3):
-        ttft_ms = median_ms(lambda: time_to_first_token(model, prompt), 1, sync)
-        step_ms = time_decode_step(model, 1, CONTEXT, 5, sync)
-        t0 = time.perf_counter()
+    clock = time.perf_counter if dev.startswith("cuda") else time.thread_time
+    rounds, wall_steps = [], []
+    for _ in range(E2E_ROUNDS):
+        wall_steps.append(time_decode_step(model, 1, CONTEXT, 5, sync))
+        ttft_ms = median_ms(lambda: time_to_first_token(model, prompt), 1, sync, clock)
+        step_ms = time_decode_step(model, 1, CONTEXT, 5, sync, clock)
+        t0 = clock()
         token, caches = time_to_first_token(model, prompt)
         for _ in range(E2E_NEW - 1):
             token = decode_step(model, token, caches)
         sync()
-        e2e_ms = (time.perf_counter() - t0) * 1e3
+        e2e_ms = (clock() - t0) * 1e3
         model_ms = ttft_ms + (E2E_NEW - 1) * step_ms
         rounds.append({"ttft_ms": ttft_ms, "step_ms": step_ms, "measured_ms": e2e_ms, "model_ms": model_ms,
                        "model_over_measured": model_ms / e2e_ms})
-    decode_ms = statistics.median(r["step_ms"] for r in rounds)
-    mid = sorted(rounds, key=lambda r: r["model_over_measured"])[1]  # the median round
+    decode_ms = statistics.median(wall_steps)
+    mid = sorted(rounds, key=lambda r: r["model_over_measured"])[len(rounds) // 2]  # the median round
+    mid = {**mid, "clock": "thread CPU time" if clock is time.thread_time else "wall time"}
 
     # 4) Decode steps at several batch sizes, each with CONTEXT cached tokens per sequence
-    #    (interleaved rounds, median over all of them).
+    #    (interleaved rounds, each the median of 3 steps; the fastest round, as load only adds time).
     step_runs = {b: [] for b in BATCHES}
     for _ in range(3):
         for b in BATCHES:
             step_runs[b].append(time_decode_step(model, b, CONTEXT, 3, sync))
-    sweep = [{"batch": b, "step_ms": statistics.median(step_runs[b]),
-              "tokens_per_s": b / statistics.median(step_runs[b]) * 1e3} for b in BATCHES]
+    sweep = [{"batch": b, "step_ms": min(step_runs[b]), "tokens_per_s": b / min(step_runs[b]) * 1e3}
+             for b in BATCHES]
+
+    # 5) Is a second sequence almost free? Batch 2 against batch 1 in paired rounds (both in the same
+    #    round, in the same clock as the end-to-end check), median of the per-round ratios.
+    pair_rounds = []
+    for _ in range(7):
+        t1 = time_decode_step(model, 1, CONTEXT, 3, sync, clock)
+        t2 = time_decode_step(model, 2, CONTEXT, 3, sync, clock)
+        pair_rounds.append(t2 / t1)
+    batch2 = {"ratio": statistics.median(pair_rounds), "rounds": pair_rounds, "clock": mid["clock"]}
 
     last = ttft[-1]
-    best = max(sweep, key=lambda r: r["tokens_per_s"])
+    top = max(sweep, key=lambda r: r["tokens_per_s"])
     summary = {
         "machine": {**machine_info(), "device": dev},
         "config": {"vocab": VOCAB, "d_model": D_MODEL, "layers": N_LAYERS, "heads": N_HEADS, "params": n_params,
                    "weight_mb": weight_mb, "dtype": "float32", "prompt_lens": PROMPT_LENS, "batches": BATCHES,
-                   "context": CONTEXT, "seed": SEED, "timing": "medians after warm-up"},
+                   "context": CONTEXT, "seed": SEED,
+                   "timing": "TTFT and batch-1 decode: medians after warm-up; batch sweep: fastest of 3 "
+                             "interleaved rounds; end-to-end check: median round, thread CPU time"},
         "ttft": ttft, "decode_ms": decode_ms, "sweep": sweep,
         "prefill_vs_decode": {"prompt_len": last["prompt_len"], "ttft_ms": last["ttft_ms"],
                               "ms_per_prompt_token": last["ms_per_prompt_token"],
                               "decode_over_prefill_per_token": decode_ms / last["ms_per_prompt_token"]},
-        "batch1": sweep[0], "batch_max": sweep[-1], "best_throughput": best,
+        "batch1": sweep[0], "batch_max": sweep[-1], "best_throughput": top, "batch2": batch2,
         "throughput_gain": sweep[-1]["tokens_per_s"] / sweep[0]["tokens_per_s"],
         "latency_cost": sweep[-1]["step_ms"] / sweep[0]["step_ms"],
         "weights_read_gb_per_s": weight_mb / 1e3 / (decode_ms / 1e3),
         "end_to_end": {"prompt_len": E2E_PROMPT, "new_tokens": E2E_NEW, **mid, "rounds": rounds},
     }
+    summary["verdicts"] = verdicts(summary)
     (OUT / "results.json").write_text(json.dumps(summary, indent=2))
     plot(ttft, decode_ms, sweep, OUT / "latency_throughput.svg")
 
@@ -275,18 +314,25 @@ def main():
           f"{summary['latency_cost']:.1f}x the latency per token")
     e = summary["end_to_end"]
     print(f"end to end, {E2E_PROMPT}-token prompt + {E2E_NEW} tokens: measured {e['measured_ms']:.0f} ms, "
-          f"TTFT + n_out x T_token = {e['model_ms']:.0f} ms")
+          f"TTFT + n_out x T_token = {e['model_ms']:.0f} ms ({summary['verdicts']['end_to_end']})")
+    print(summary["verdicts"]["batch2"])
     print(f"machine: {m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}")
 
     # 4) The claims the page makes.
+    assert m["torch_threads"] == THREADS, "the page says how many threads ran"
     assert last["ttft_ms"] > 2 * ttft[1]["ttft_ms"], "TTFT should grow with prompt length"
+    for r in ttft:  # the figure: every prefill far below the same tokens one decode step at a time
+        assert r["ttft_ms"] < 0.5 * r["prompt_len"] * decode_ms, f"prefill of {r['prompt_len']} tokens too slow"
     assert summary["prefill_vs_decode"]["decode_over_prefill_per_token"] > 3, \
         "a prompt token in prefill should cost far less than a decode step"
     assert summary["throughput_gain"] > 3, "batching should multiply decode throughput"
     assert summary["latency_cost"] > 1.3, "a bigger batch should make each step slower"
-    # Loose bounds: timings on a shared CPU drift between measurements; a wrong model (say, a decode
-    # step that re-read the prompt) would be off by several times.
-    assert 0.5 < e["model_over_measured"] < 2.0, f"T = TTFT + n*T_token should hold, got {e['model_over_measured']:.2f}"
+    # The median of 7 rounds, in CPU time, so load cannot inflate one side only. The model's decode steps
+    # are timed at a context of 128, the real ones run at 128 to 159. A wrong model (say, a decode step
+    # that re-read the prompt) would be off by several times.
+    # Seen: 0.97 to 1.02 on 2 cores with two busy loops and other builds running (load 4 to 5), and up
+    # to 1.10 with the AVX2 kernel set.
+    assert 0.8 < e["model_over_measured"] < 1.25, f"T = TTFT + n*T_token should hold, got {e['model_over_measured']:.2f}"
 
 
 if __name__ == "__main__":
