@@ -49,6 +49,11 @@ class _Record(ast.NodeTransformer):
         if isinstance(t, ast.Compare) and len(t.ops) == 1 and type(t.ops[0]) in OPS:
             args = [ast.Constant(node.lineno), src, t.left, ast.Constant(OPS[type(t.ops[0])]), t.comparators[0], msg]
             call = ast.Call(ast.Name("__tp_cmp__", ast.Load()), args, [])
+        elif (isinstance(t, ast.Compare) and len(t.ops) == 2 and all(type(o) in (ast.Lt, ast.LtE) for o in t.ops)):
+            # lo < x < hi: record x against both bounds
+            args = [ast.Constant(node.lineno), src, t.left, t.comparators[0], t.comparators[1],
+                    ast.Constant(",".join(OPS[type(o)] for o in t.ops)), msg]
+            call = ast.Call(ast.Name("__tp_range__", ast.Load()), args, [])
         else:
             call = ast.Call(ast.Name("__tp_bool__", ast.Load()), [ast.Constant(node.lineno), src, t, msg], [])
         return ast.copy_location(ast.Expr(call), node)
@@ -82,6 +87,14 @@ def _child(path: Path, out: Path, threads: int) -> None:
         if not ok:
             raise AssertionError(msg())
 
+    def in_range(line, src, lo, x, hi, ops, msg):
+        ops = ops.split(",")
+        ok = (lo < x if ops[0] == "<" else lo <= x) and (x < hi if ops[1] == "<" else x <= hi)
+        records.append({"line": line, "src": src, "a": _number(x), "op": f"in ({_number(lo):.3g}, {_number(hi):.3g})",
+                        "b": None, "ok": bool(ok)})
+        if not ok:
+            raise AssertionError(msg())
+
     def boolean(line, src, value, msg):
         records.append({"line": line, "src": src, "a": None, "op": "", "b": None, "ok": bool(value)})
         if not value:
@@ -89,9 +102,8 @@ def _child(path: Path, out: Path, threads: int) -> None:
 
     code = 0
     os.setpgid(0, 0)
-    fd = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    os.dup2(os.open(str(out / "_stderr.txt"), os.O_WRONLY | os.O_CREAT), 2)
     os.environ["SNIPPET_OUT"] = str(out)
     os.chdir(layout.ROOT)
     sys.argv = [str(path)]
@@ -101,9 +113,18 @@ def _child(path: Path, out: Path, threads: int) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     try:
-        exec(_instrumented(path), {"__name__": "__main__", "__file__": str(path),
-                                   "__tp_cmp__": cmp, "__tp_bool__": boolean})
+        import types
+
+        main = types.ModuleType("__main__")  # a real module: worker processes pickle by reference to it
+        main.__dict__.update({"__file__": str(path), "__builtins__": __builtins__,
+                              "__tp_cmp__": cmp, "__tp_bool__": boolean, "__tp_range__": in_range})
+        sys.modules["__main__"] = main
+        exec(_instrumented(path), main.__dict__)
     except BaseException:  # noqa: BLE001 - a failed check is data here
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
         code = 1
     finally:
         (out / "_checks.json").write_text(json.dumps(records))
@@ -128,6 +149,8 @@ def run_once(path: Path, threads: int, timeout: float) -> tuple[bool, list[dict]
             time.sleep(0.02)
         f = out / "_checks.json"
         records = json.loads(f.read_text()) if f.is_file() else []
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            print((out / "_stderr.txt").read_text()[-1500:], file=sys.stderr)
         return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, records, time.perf_counter() - t0
 
 

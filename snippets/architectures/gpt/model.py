@@ -15,6 +15,7 @@ generation without one gives.
 
 Run from the repo root:  python snippets/architectures/gpt/model.py
 """
+# build: measures=time  (times generation with and without the KV cache)
 from __future__ import annotations
 
 import json

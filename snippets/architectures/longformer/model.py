@@ -13,6 +13,7 @@ chunked attention against SDPA with the explicit N x N mask, measures peak
 memory against N (one fresh process per N) and writes results.json and a
 figure of the attention pattern.
 """
+# build: measures=memory  (peak memory against sequence length)
 import json
 import math
 import multiprocessing as mp

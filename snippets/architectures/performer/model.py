@@ -8,6 +8,7 @@ ordinary Transformer ("a Performer replaces only the attention component", Secti
 Run from the repo root:  python snippets/architectures/performer/model.py
 It checks the claims below and writes results.json and two figures to ./model_out/.
 """
+# build: measures=time  (reports its own run time)
 from __future__ import annotations
 
 import json

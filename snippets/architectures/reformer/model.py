@@ -9,6 +9,7 @@ input from its output instead of storing it (Section 3); activation memory stops
 Run from the repo root:  python snippets/architectures/reformer/model.py
 It checks the claims below and writes results.json and two figures to ./model_out/.
 """
+# build: measures=memory  (peak memory of LSH and reversible layers)
 from __future__ import annotations
 
 import ctypes

@@ -9,6 +9,7 @@ positions learns the task in a few seconds of training.
 
 Run from the repo root:  python snippets/problems/02_no_positional_awareness/order_task.py
 """
+# build: measures=time  (reports the training time)
 import argparse
 import json
 import math

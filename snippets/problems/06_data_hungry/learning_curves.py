@@ -21,6 +21,7 @@ compute with its weights, then asserts the learning-curve claims.
 
 Run from the repo root:  python snippets/problems/06_data_hungry/learning_curves.py
 """
+# build: measures=time  (reports the training time)
 import argparse
 import json
 import math

@@ -24,6 +24,7 @@ really cannot be indexed at position L; then the measured claims.
 
 Run from the repo root:  python snippets/problems/09_poor_length_generalization/extrapolation.py
 """
+# build: measures=time  (reports the training time)
 import argparse
 import json
 import os

@@ -22,6 +22,7 @@ new length, which is what Chen et al. do.
 
 Run from the repo root:  python snippets/problems/09_poor_length_generalization/rope_scaling.py
 """
+# build: measures=time  (reports the training time)
 import argparse
 import copy
 import json
