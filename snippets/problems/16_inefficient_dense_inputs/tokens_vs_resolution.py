@@ -198,7 +198,9 @@ def main():
     exp_tokens = exp_side / 2  # N ∝ side^2
     ratio_2x = timed[-1]["sdpa_ms"] / timed[1]["sdpa_ms"]  # 640 vs 320 px: 2x the side
     if dev == "cpu":  # on a GPU these sizes are launch-latency bound
-        assert 3.0 < exp_side < 4.8, f"attention time should grow ~side^4, got side^{exp_side:.2f}"
+        # ~4 (scores grow as side^4), clearly above the 2 of a cost linear in tokens; cache effects
+        # push it above 4 on some runs (4.81 seen under scripts/timing_ranges.py)
+        assert 3.0 < exp_side < 5.3, f"attention time should grow ~side^4, got side^{exp_side:.2f}"
 
     # Measured: the attention's share of one whole layer's TIME, next to its share of the FLOPs.
     # They differ: the softmax's exponentials and memory traffic are not in the FLOP count (problem 17).
