@@ -36,6 +36,9 @@ SEED = 0
 LAYERS, D_MODEL, HEADS, D_FF = 16, 64, 4, 256
 B, T = 2, 256  # batch, sequence length
 MODES = ("plain", "checkpointed")
+# Matrices this small gain nothing from a second thread, and on a busy machine two threads
+# wait on each other at every op (seen: over 100 s instead of 5 with two other processes).
+THREADS = 1
 
 
 def make_stack(device):
@@ -71,6 +74,7 @@ def _proc_status_kib(field):
 
 def peak_memory_case(mode, device):
     """Runs in a fresh forkserver child: peak memory above baseline of one forward + backward."""
+    torch.set_num_threads(THREADS)
     layers = make_stack(device)
     torch.manual_seed(SEED + 1)
     x = torch.randn(B, T, D_MODEL, device=device)  # (B, T, d_model)
@@ -115,6 +119,7 @@ def main():
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     dev = args.device
+    torch.set_num_threads(THREADS)
     sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
 
     # 1) Peak memory, each mode in its own fresh process.
@@ -144,18 +149,20 @@ def main():
         torch.testing.assert_close(b, a, rtol=0, atol=0)  # bit-identical: the recomputation is the same maths
     assert losses["plain"] == losses["checkpointed"]
 
-    # 3) Time: both modes interleaved in this process, median of repeats after a warm-up.
+    # 3) Time: both modes interleaved in this process, median of repeats after a warm-up. On the
+    # CPU (one thread) this thread's CPU time, which other processes on a busy machine do not inflate.
+    clock = time.thread_time if dev == "cpu" else time.perf_counter
     layers = {m: make_stack(dev) for m in MODES}
     times = {m: [] for m in MODES}
     for r in range(1 + 5):
         for m in MODES:
             for p in layers[m].parameters():
                 p.grad = None
-            t0 = time.perf_counter()
+            t0 = clock()
             train_step(layers[m], x, m == "checkpointed")
             sync()
             if r > 0:
-                times[m].append(time.perf_counter() - t0)
+                times[m].append(clock() - t0)
 
     plain_mib, ckpt_mib = (mem[m]["peak_bytes"] / 2**20 for m in MODES)
     plain_ms, ckpt_ms = (statistics.median(times[m]) * 1e3 for m in MODES)
@@ -164,7 +171,8 @@ def main():
         "machine": machine_info(dev),
         "config": {"layers": LAYERS, "d_model": D_MODEL, "heads": HEADS, "d_ff": D_FF, "batch": B, "seq_len": T,
                    "dtype": "float32", "memory_method": mem["plain"]["mem_method"],
-                   "timing": "median of 5 after 1 warm-up, both modes interleaved in one process",
+                   "timing": "median of 5 after 1 warm-up, both modes interleaved in one process"
+                   + (", thread CPU time" if dev == "cpu" else ""),
                    "params": sum(p.numel() for p in layers["plain"].parameters())},
         "peak_mib": {"plain": plain_mib, "checkpointed": ckpt_mib, "saving_ratio": plain_mib / ckpt_mib,
                      "one_layer_input_mib": act_unit_mib,
