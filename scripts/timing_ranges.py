@@ -190,6 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+")
     ap.add_argument("--timeout", type=float, default=120.0)
     args = ap.parse_args(argv)
+    # Stopped with SIGTERM (kill, pkill): unwind, so the busy loops below are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import matplotlib
 
     matplotlib.use("Agg")
