@@ -143,8 +143,14 @@ def timing_run(schedule, device):
     schedule: {(method, n): (warmups, repeats)}. Round r runs each case once
     (a warm-up while r < warmups), so background load hits every case alike
     and ratios come from the same run. Returns {(method, n): [seconds, ...]}.
+    On the CPU it runs one torch thread and counts that thread's CPU time, so
+    other programs competing for the cores do not enter the measurement.
     """
     torch.manual_seed(SEED)
+    cpu = not device.startswith("cuda")
+    if cpu:
+        torch.set_num_threads(1)
+    clock = time.thread_time if cpu else time.perf_counter
     ns = sorted({n for _, n in schedule})
     inputs = {n: tuple(torch.randn(B, H, n, D, device=device) for _ in range(3)) for n in ns}  # (B, H, N, d)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -153,11 +159,11 @@ def timing_run(schedule, device):
         for (method, n), (warmups, repeats) in schedule.items():
             if r >= warmups + repeats:
                 continue
-            t0 = time.perf_counter()
+            t0 = clock()
             METHODS[method](*inputs[n], W)
             sync()
             if r >= warmups:
-                times[method, n].append(time.perf_counter() - t0)
+                times[method, n].append(clock() - t0)
     return times
 
 
@@ -325,7 +331,7 @@ def main():
                "config": {"batch": B, "heads": H, "head_dim": D, "dtype": "float32", "ns": NS, "seed": SEED,
                           "full_matrix_max_n": NAIVE_MAX_N,
                           "memory_method": mem["banded", NS[0]]["mem_method"],
-                          "timing": "median of repeats after warm-up, all cases interleaved in one process"},
+                          "timing": "median of repeats after warm-up, all cases interleaved in one process; on CPU one torch thread, its thread CPU time"},
                "window": W, "rows": rows, "fit": fit, "counts": counts, "at_max_n": at_max_n,
                "max_abs_err": {"by_n": max_abs_err,
                                **{k: max(e[k] for e in max_abs_err.values()) for k in next(iter(max_abs_err.values()))}}}

@@ -68,6 +68,21 @@ def serialized_bytes(model):
     return buf.getbuffer().nbytes
 
 
+def tensor_bytes(state):
+    """Bytes of tensor data in a state_dict, by dtype, and how many tensors hold them (nested tuples too)."""
+    by_dtype, count = {}, 0
+    stack = list(state.values())
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (tuple, list)):
+            stack.extend(v)  # a quantized Linear stores (int8 weight, fp32 bias) as one tuple
+        elif isinstance(v, torch.Tensor):
+            key = str(v.dtype).removeprefix("torch.")
+            by_dtype[key] = by_dtype.get(key, 0) + v.numel() * v.element_size()
+            count += 1
+    return by_dtype, count
+
+
 def quantize_int8(model):
     # Every nn.Linear -> int8 weights; activations are quantized per batch at run time.
     # (Deprecated in torch.ao in favour of the torchao package; still shipped and working here.)
@@ -127,10 +142,27 @@ def main():
     rel_err = ((logits_int8 - logits_fp32).norm() / logits_fp32.norm()).item()
     agree = (logits_int8.argmax(-1) == logits_fp32.argmax(-1)).float().mean().item()
     size_fp32, size_int8 = serialized_bytes(model), serialized_bytes(qmodel)
+    # Where the bytes go: tensor data by dtype, and the rest of the file (torch.save writes a zip archive,
+    # one record per tensor plus the pickled description of the state_dict).
+    data_fp32, tensors_fp32 = tensor_bytes(model.state_dict())
+    data_int8, tensors_int8 = tensor_bytes(qmodel.state_dict())
     n_params = sum(p.numel() for p in model.parameters())
     n_linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
     n_quantized = sum(1 for m in qmodel.modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__)
     n_linears = sum(1 for m in model.modules() if isinstance(m, nn.Linear))
+
+    n_other = n_params - n_linear  # biases, layer norms, position table: not nn.Linear weights
+    breakdown = {
+        "fp32": {"tensor_data": sum(data_fp32.values()), "by_dtype": data_fp32, "tensors": tensors_fp32,
+                 "file": size_fp32, "overhead": size_fp32 - sum(data_fp32.values())},
+        "int8": {"tensor_data": sum(data_int8.values()), "by_dtype": data_int8, "tensors": tensors_int8,
+                 "file": size_int8, "overhead": size_int8 - sum(data_int8.values()),
+                 "linear_weights_int8": n_linear, "kept_fp32": 4 * n_other,
+                 "scales_and_zero_points": sum(data_int8.values()) - n_linear - 4 * n_other}}
+    for b in breakdown.values():
+        b["overhead_per_tensor"] = b["overhead"] / b["tensors"]
+        b["overhead_share"] = b["overhead"] / b["file"]
+    breakdown["tensor_data_ratio"] = breakdown["fp32"]["tensor_data"] / breakdown["int8"]["tensor_data"]
 
     results = {"machine": machine_info(args.device),
                "config": {"d_model": D_MODEL, "heads": HEADS, "d_ff": D_FF, "layers": LAYERS, "epochs": EPOCHS,
@@ -138,6 +170,7 @@ def main():
                "params": {"all": n_params, "in_linear_weights": n_linear, "linear_share": n_linear / n_params},
                "linears_quantized": n_quantized, "linears": n_linears,
                "size_bytes": {"fp32": size_fp32, "int8": size_int8, "ratio": size_fp32 / size_int8},
+               "size_breakdown": breakdown,
                "accuracy": {"fp32": acc_fp32, "int8": acc_int8, "drop": acc_fp32 - acc_int8},
                "logits": {"relative_error": rel_err, "max_abs_error": (logits_int8 - logits_fp32).abs().max().item(),
                           "argmax_agreement": agree}}
@@ -151,10 +184,24 @@ def main():
     print(f"{'int8':<6} {size_int8:>16,} {acc_int8:>13.3f}")
     print(f"size: {size_fp32 / size_int8:.2f}x smaller; logits relative error {rel_err:.4f}; "
           f"same predicted class on {agree:.1%} of test images")
+    bf, bq = breakdown["fp32"], breakdown["int8"]
+    print(f"tensor data: fp32 {bf['tensor_data']:,} B; int8 {bq['tensor_data']:,} B = {n_linear:,} int8 weights "
+          f"+ {4 * n_other:,} B kept in fp32 + {bq['scales_and_zero_points']} B of scales and zero points "
+          f"({breakdown['tensor_data_ratio']:.2f}x smaller)")
+    print(f"file format: fp32 {bf['overhead']:,} B over {bf['tensors']} tensors ({bf['overhead_per_tensor']:.0f} B each), "
+          f"int8 {bq['overhead']:,} B over {bq['tensors']} tensors ({bq['overhead_per_tensor']:.0f} B each)")
 
     assert acc_fp32 > 0.9, f"the fp32 model should have learned the task (accuracy {acc_fp32:.3f})"
     assert n_quantized == n_linears, "every nn.Linear should be quantized"
     assert size_fp32 / size_int8 > 3.0, "int8 weights should cut the file by more than 3x (4x minus overhead)"
+    # The page's account of the ratio, byte for byte: fp32 holds 4 bytes per parameter; int8 holds one byte per
+    # nn.Linear weight, 4 per other parameter, and a float32 scale and an int64 zero point per quantized layer.
+    assert bf["tensor_data"] == 4 * n_params and data_fp32 == {"float32": 4 * n_params}, data_fp32
+    assert bq["scales_and_zero_points"] == n_linears * (4 + 8), data_int8
+    assert 3.5 < breakdown["tensor_data_ratio"] < 4, "the fp32 leftovers alone should leave the ratio short of 4"
+    assert breakdown["tensor_data_ratio"] - size_fp32 / size_int8 > 0.2, "the file format should cost visibly more"
+    # each quantized Linear stores four tensors (weight, bias, scale, zero point) where nn.Linear stores two
+    assert bq["tensors"] - bf["tensors"] == 2 * n_linears, (bf["tensors"], bq["tensors"])
     assert rel_err < 0.05, f"int8 logits should stay within 5% of fp32, got {rel_err:.3f}"
     assert acc_fp32 - acc_int8 <= 0.02, "quantization should cost at most 2 points of accuracy"
 
