@@ -162,12 +162,14 @@ def _fmt(lo, hi) -> str:
 
 
 def summarize(runs: dict[str, list[tuple[bool, list[dict], float]]]) -> list[dict]:
-    """Per check (line): the range of each side in each condition, and failures."""
-    rows: dict[int, dict] = {}
+    """Per check (its source text, so an edit that moves it keeps its row): the range of
+    each side in each condition, and failures."""
+    rows: dict[str, dict] = {}
     for cond, results in runs.items():
         for ok, records, _ in results:
             for r in records:
-                row = rows.setdefault(r["line"], {"line": r["line"], "src": r["src"], "op": r["op"]})
+                row = rows.setdefault(r["src"], {"line": r["line"], "src": r["src"], "op": r["op"]})
+                row["line"] = r["line"]  # the latest run's line
                 c = row.setdefault(cond, {"a": [], "b": [], "fail": 0})
                 if r["a"] is not None:
                     c["a"].append(r["a"])
@@ -189,6 +191,8 @@ def main(argv=None) -> int:
     ap.add_argument("--load", type=int, default=int(os.environ.get("LOAD", 2)))
     ap.add_argument("--only", nargs="+")
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--conditions", nargs="+", choices=("quiet", "loaded"), default=["quiet", "loaded"],
+                    help="run only these; the table also uses the other condition's last recorded runs")
     args = ap.parse_args(argv)
     # Stopped with SIGTERM (kill, pkill): unwind, so the busy loops below are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -202,14 +206,21 @@ def main(argv=None) -> int:
     snippets = [s for s in runner.discover(layout.ROOT, args.only)
                 if not s.is_notebook and s.directives().get("exclusive")]
     threads = os.cpu_count() or 1
-    lines = [f"Timing checks: {args.runs} quiet and {args.runs} loaded runs ({args.load} busy loops) each, "
+    lines = [f"Timing checks: up to {args.runs} quiet and {args.runs} loaded runs ({args.load} busy loops) each, "
              f"{runner.machine()['cpu']}, {threads} cores, CPU capability {runner.cpu_capability(layout.build_dir())}.",
              "", "| Check | Threshold side | Quiet: value | Loaded: value | Failed (quiet / loaded) | Seconds (quiet / loaded) |",
              "|---|---|---|---|---|---|"]
     failed_any = False
+    raw_dir = layout.build_dir() / "timing_ranges"
     for s in snippets:
+        # Each condition's runs are kept (build/timing_ranges/<snippet>.json), so quiet and
+        # loaded runs can be made at different times and still form one table.
+        raw = raw_dir / (s.rel.replace("/", "__") + ".json")
         runs: dict[str, list] = {"quiet": [], "loaded": []}
-        for cond in runs:
+        if raw.is_file():
+            runs.update({c: [tuple(r) for r in rs] for c, rs in json.loads(raw.read_text()).items()})
+        for cond in args.conditions:
+            runs[cond] = []
             loops = []
             if cond == "loaded":
                 loops = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(args.load)]
@@ -223,16 +234,20 @@ def main(argv=None) -> int:
                 for p in loops:
                     p.kill()
                     p.wait()
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            raw.write_text(json.dumps(runs))
+        runs = {c: rs for c, rs in runs.items() if rs}
         secs = {c: [r[2] for r in rs] for c, rs in runs.items()}
+        span = lambda c: f"{min(secs[c]):.1f}-{max(secs[c]):.1f}" if c in secs else "-"  # noqa: E731
         for row in summarize(runs):
             q, ld = row.get("quiet", {}), row.get("loaded", {})
-            a = lambda c: _fmt(min(c["a"]), max(c["a"])) if c.get("a") else "(bool)"  # noqa: E731
+            a = lambda c: "-" if not c else _fmt(min(c["a"]), max(c["a"])) if c.get("a") else "(bool)"  # noqa: E731
             b = _fmt(*(lambda v: (min(v), max(v)) if v else (None, None))(q.get("b", []) + ld.get("b", [])))
             failed_any |= bool(q.get("fail") or ld.get("fail"))
             lines.append(
                 f"| `{s.rel}:{row['line']}` `{row['src']}` | {row['op']} {b} | {a(q)} | {a(ld)} | "
                 f"{q.get('fail', 0)} / {ld.get('fail', 0)} | "
-                f"{min(secs['quiet']):.1f}-{max(secs['quiet']):.1f} / {min(secs['loaded']):.1f}-{max(secs['loaded']):.1f} |")
+                f"{span('quiet')} / {span('loaded')} |")
     text = "\n".join(lines)
     out = layout.build_dir() / "timing_ranges.md"
     out.parent.mkdir(parents=True, exist_ok=True)
