@@ -193,6 +193,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--conditions", nargs="+", choices=("quiet", "loaded"), default=["quiet", "loaded"],
                     help="run only these; the table also uses the other condition's last recorded runs")
+    ap.add_argument("--table-only", action="store_true", help="run nothing: the table from the recorded runs")
     args = ap.parse_args(argv)
     # Stopped with SIGTERM (kill, pkill): unwind, so the busy loops below are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
         runs: dict[str, list] = {"quiet": [], "loaded": []}
         if raw.is_file():
             runs.update({c: [tuple(r) for r in rs] for c, rs in json.loads(raw.read_text()).items()})
-        for cond in args.conditions:
+        for cond in [] if args.table_only else args.conditions:
             runs[cond] = []
             loops = []
             if cond == "loaded":
@@ -238,7 +239,7 @@ def main(argv=None) -> int:
             raw.write_text(json.dumps(runs))
         runs = {c: rs for c, rs in runs.items() if rs}
         secs = {c: [r[2] for r in rs] for c, rs in runs.items()}
-        span = lambda c: f"{min(secs[c]):.1f}-{max(secs[c]):.1f}" if c in secs else "-"  # noqa: E731
+        span = lambda c: f"{min(secs[c]):.1f}-{max(secs[c]):.1f} ({len(secs[c])} runs)" if c in secs else "-"  # noqa: E731
         for row in summarize(runs):
             q, ld = row.get("quiet", {}), row.get("loaded", {})
             a = lambda c: "-" if not c else _fmt(min(c["a"]), max(c["a"])) if c.get("a") else "(bool)"  # noqa: E731
