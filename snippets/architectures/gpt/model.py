@@ -299,7 +299,10 @@ def attention_figure(model, vocab, path):
     fig.savefig(path, format="svg", metadata={"Date": None})
     plt.close(fig)
     assert torch.all(att.triu(1) == 0)
-    return T
+    uniform = mask / mask.sum(-1, keepdim=True)  # (T, T): 1 / (i + 1) on the keys query i may see
+    dev = ((att - uniform).abs() / uniform.clamp_min(1e-12))[:, mask.bool()].max().item()  # over heads and keys
+    assert dev < 0.1, f"at initialisation each query should spread its weight almost evenly ({dev:.1%} off)"
+    return T, dev
 
 
 def main():
@@ -365,7 +368,8 @@ def main():
     kv1 = check_kv_cache(m1, tiny.vocab_size)
     print("the same two checks pass for the GPT-1 (post-LN) layout")
     results.update(sdpa_max_abs_err=err, kv_cache=kv, kv_cache_gpt1=kv1, future_leak_position=t)
-    results["attention_figure_T"] = attention_figure(model, tiny.vocab_size, OUT / "attention.svg")
+    results["attention_figure_T"], results["attention_init_max_rel_dev"] = attention_figure(
+        model, tiny.vocab_size, OUT / "attention.svg")
 
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
 

@@ -5,7 +5,11 @@ layer, and turns them into multiply-adds (each scored pair costs d for q.k and d
 its share of v, head size d). Performer scores no pairs, so its multiply-adds are counted from its
 matrix products instead. Each count is a closed formula in N; at small N the script builds the
 pattern's boolean N x N mask and asserts that the formula counts exactly its True entries, and it
-asserts the multiply-add formulas against torch's own FLOP counter. Then it fits the growth
+asserts the multiply-add formulas against torch's own FLOP counter. Reformer's count does not
+depend on where tokens hash (sorting only reorders the rounds x N slots, and every chunk holds the
+same number), so for it the script runs chunked LSH attention on hashed vectors, has torch count its
+multiply-adds, and checks its output against dense attention over the slots with the
+(slots x slots) mask of the chunk pattern. Then it fits the growth
 exponent k in cost ~ N^k and asserts it: 2 for full attention, 1.5 for the strided pattern, 1 for
 the rest.
 
@@ -21,6 +25,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 matplotlib.use("Agg")
@@ -115,20 +120,37 @@ def window_mask(n, w, causal=True, g=0):
     return (band | glob) & ((j <= i) if causal else True)
 
 
-def lsh_mask(n, chunk, rounds, n_buckets, d=16, seed=0):
-    """Real hashing of random vectors: h(x) = argmax([xR; -xR]) per round, sort all (round, token)
-    slots by (round, bucket, position), cut into chunks; returns the (slots, slots) mask of the
-    scores LSH attention computes."""
+def lsh_sorted(n, rounds, n_buckets, d=16, seed=0):
+    """Real hashing of random vectors: h(x) = argmax([xR; -xR]) per round, then all (round, token) slots
+    sorted by (round, bucket, position). Returns the shared queries/keys x (n, d) and, for each sorted
+    slot, the token it holds (rounds*n,)."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g)  # (n, d) shared queries/keys
-    rot = x @ torch.randn(rounds, d, n_buckets // 2, generator=g)  # (rounds, n, n_buckets/2)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)  # (n, d) shared queries/keys
+    rot = x @ torch.randn(rounds, d, n_buckets // 2, generator=g, dtype=torch.float64)  # (rounds, n, n_buckets/2)
     buckets = torch.cat([rot, -rot], dim=-1).argmax(-1)  # (rounds, n)
-    key = (buckets + n_buckets * torch.arange(rounds)[:, None]) * n + torch.arange(n)  # (rounds, n)
-    rank = key.flatten().argsort().argsort()  # (rounds*n,) position of each slot after sorting
-    c = rank // chunk  # chunk of each slot
-    nc = rounds * n // chunk
     assert len(set(buckets.flatten().tolist())) > 1, "the hashing should use more than one bucket"
-    return (c[:, None] == c[None, :]) | (c[None, :] == (c[:, None] - 1) % nc)  # (slots, slots)
+    key = (buckets + n_buckets * torch.arange(rounds)[:, None]) * n + torch.arange(n)  # (rounds, n)
+    return x, key.flatten().argsort() % n  # (n, d), (rounds*n,) token of each sorted slot
+
+
+def lsh_chunk_attention(xs, chunk):
+    """LSH attention as Reformer computes it, on the sorted slots xs (slots, d), values = keys = queries:
+    the sorted slots are cut into chunks and each chunk scores itself and the chunk before it (the
+    first wraps to the last). Every pair in that window is scored; masking (other buckets, a token's
+    own key) happens after scoring and changes no multiply-add."""
+    s, d = xs.shape
+    nc = s // chunk
+    q = xs.view(nc, chunk, d)  # (nc, chunk, d)
+    k = q if nc == 1 else torch.cat([q, q.roll(1, dims=0)], dim=1)  # (nc, chunk or 2*chunk, d): own, then previous
+    w = (q @ k.transpose(1, 2) / math.sqrt(d)).softmax(-1)  # (nc, chunk, K)
+    return (w @ k).reshape(s, d)  # (nc, chunk, d) -> (slots, d)
+
+
+def lsh_window_mask(slots, chunk):
+    """(slots, slots) bool in sorted order: slot a scores slot b when b's chunk is a's own or the one before."""
+    c = torch.arange(slots) // chunk  # chunk of each sorted slot
+    nc = slots // chunk
+    return (c[:, None] == c[None, :]) | (c[None, :] == (c[:, None] - 1) % nc)
 
 
 def favor(q, k, v, w):
@@ -150,7 +172,7 @@ def flops(fn, *args):
 
 def check_formulas():
     """Closed forms against explicit masks, and multiply-add formulas against torch's FLOP counter."""
-    checked = 0
+    checked, lsh_checked = 0, 0
     for n in (64, 100, 256):
         ones = torch.ones(n, n)
         assert full_pairs(n) == int(ones.sum())
@@ -161,9 +183,20 @@ def check_formulas():
             assert strided_pairs(n, l) == int(strided_mask(n, l).sum()), (n, l)
         for w, causal, g in ((5, True, 0), (5, False, 0), (5, False, 3), (9, True, 2), (300, False, 1)):
             assert window_pairs(n, w, causal, g) == int(window_mask(n, w, causal, g).sum()), (n, w, causal, g)
+        checked += 1 + 1 + 3 + 2 + 5
+        # Reformer: sorting only permutes the rounds*n slots and every chunk holds `chunk` of them, so no
+        # mask built from the hashing could change the count. Check what the count is for instead: run LSH
+        # attention on hashed vectors, count its multiply-adds with torch, and check its output.
         for chunk, rounds in ((8, 2), (4, 1), (2 * n, 2)):
-            assert lsh_pairs(n, chunk, rounds) == int(lsh_mask(n, chunk, rounds, n_buckets=8).sum()), (n, chunk)
-        checked += 1 + 1 + 3 + 2 + 5 + 3
+            x, token = lsh_sorted(n, rounds, n_buckets=8)
+            xs = x[token]  # (rounds*n, d): the slots in sorted order
+            counted = flops(lsh_chunk_attention, xs, chunk)
+            assert counted == 2 * macs(lsh_pairs(n, chunk, rounds), d=xs.shape[1]), (n, chunk, rounds, counted)
+            mask = lsh_window_mask(len(xs), chunk)  # (slots, slots)
+            assert int(mask.sum()) == lsh_pairs(n, chunk, rounds), (n, chunk, rounds)
+            ref = F.scaled_dot_product_attention(xs[None], xs[None], xs[None], attn_mask=mask)[0]  # (slots, d): dense
+            torch.testing.assert_close(lsh_chunk_attention(xs, chunk), ref, rtol=1e-10, atol=1e-12)
+            lsh_checked += 1
 
     # multiply-adds: 2d per scored pair for explicit attention, and FAVOR+'s formula, as torch counts them
     g = torch.Generator().manual_seed(0)
@@ -176,7 +209,7 @@ def check_formulas():
     assert flops(favor, q, k, v, w) == 2 * favor_macs(n, m), "FAVOR+ multiply-adds"
     quadratic = (qp @ kp.T) @ v1  # (n, n) implied attention matrix, then (n, d+1): same maths, other order
     torch.testing.assert_close(out, quadratic[:, :-1] / quadratic[:, -1:])
-    return checked
+    return checked, lsh_checked
 
 
 def costs(n):
@@ -230,7 +263,7 @@ def plot(table, path):
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    n_checked = check_formulas()
+    n_checked, n_lsh = check_formulas()
     table = [{"n": n, **costs(n)} for n in NS]
 
     fit_ns = NS[-N_FIT:]
@@ -256,8 +289,14 @@ def main():
         # linear is not free: at the shortest N it costs at least as much as full attention
         assert table[0][key] >= table[0][PATTERNS[key][1]], f"{key} should not be cheaper at N = {NS[0]}"
     assert summary["strided"]["cheaper_at_every_n"], "the strided pattern should be cheaper at every N here"
+    # "window, chunks and features all cost about the same per query": within 5% of each other at the largest N
+    per_query = [summary[key]["per_query_at_max_n"] for key in ("window", "lsh", "favor")]
+    assert max(per_query) < 1.05 * min(per_query), per_query
+    # ... and the page names one N from which all three are cheaper than their full counterpart
+    assert len({summary[key]["cheaper_from_n"] for key in ("window", "lsh", "favor")}) == 1, summary
 
     results = {"config": {**CONFIG, "head_dim": D, "ns": NS, "fit_on": fit_ns}, "formulas_checked": n_checked,
+               "lsh_runs_checked": n_lsh,
                "max_n": last["n"], "patterns": summary, "table": table}
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     plot(table, OUT / "attention_cost.svg")
@@ -271,6 +310,8 @@ def main():
         print(f"{s['label']:<48} {s['exponent']:>5.2f} {s['per_query_at_max_n']:>10,.0f} {cheaper:>15} {saving:>16}")
     print(f"{n_checked} closed forms matched their explicit masks at N = 64, 100, 256; "
           f"multiply-add formulas matched torch's FLOP counter")
+    print(f"LSH: {n_lsh} runs of chunked LSH attention on hashed vectors; torch counted exactly the formula's "
+          f"multiply-adds, and each output matched dense attention over the slots")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ class FavorSelfAttention(nn.Module):
         self.register_buffer("w", orthogonal_gaussian(cfg.n_features, self.dh))  # (m, d_head)
 
     @torch.no_grad()
-    def redraw(self, generator=None):  # Section 4.2: redraw the features periodically during training
+    def redraw(self, generator=None):  # redraw periodically in training: Section 4.2, Fig. 5 (Section 4.3)
         self.w.copy_(orthogonal_gaussian(self.cfg.n_features, self.dh, generator))
 
     def forward(self, x):

@@ -11,7 +11,8 @@ chosen so that any earlier position is reachable in two attention steps
             A2_i = {j : j mod l in {l - c, ..., l}}    (the last c cells of every block)
 
 (all restricted to j <= i). Heads here attend to the union A1 u A2 (the paper's
-"merged" head, Eq. 7). The efficient version gathers only the allowed keys,
+"merged" head, Eq. 7). "local" is the strided A1 alone: not a pattern of the paper,
+the control the notebook trains. The efficient version gathers only the allowed keys,
 about N * 2 sqrt(N) of them, instead of masking an N x N matrix.
 
 Checks (run this file): the parameter count at the paper's published configurations
@@ -48,7 +49,7 @@ class SparseTransformerConfig:
     qk_ratio: float = 1.0  # query/key width / d_model (0.5 = "half-size" query-key projections, Section 6)
     ff_mult: float = 4.0  # feed-forward width / d_model (2.0 = "half-size" feed-forward, Section 6)
     seq_len: int = 12288  # context length in tokens
-    pattern: str = "fixed"  # "strided" or "fixed" (Section 4.3)
+    pattern: str = "fixed"  # "strided" or "fixed" (Section 4.3); "local" = strided's A1 alone, a control
     stride: int = 128  # l, close to sqrt(seq_len)
     c: int = 32  # fixed pattern: summary cells at the end of each block of l
     pos_dims: tuple = (96, 128)  # position tables per dimension (Section 5.3): text = rows x columns of width l
@@ -66,6 +67,8 @@ def pattern_mask(kind, n, l, c=1):
     elif kind == "fixed":
         a1 = j // l == i // l  # same block
         a2 = j % l >= l - c  # the last c cells of a block ("summary" cells)
+    elif kind == "local":  # the strided pattern's A1 alone, without A2: a control, not a pattern of the paper
+        a1, a2 = j >= i - l, torch.zeros_like(causal)
     else:
         raise ValueError(kind)
     return causal & (a1 | a2)  # (n, n): True = query i may attend key j
@@ -78,7 +81,10 @@ def pattern_index(kind, n, l, c=1):
     (rows are padded to the same K); the two parts never overlap, so no key appears twice.
     """
     i = torch.arange(n)[:, None]  # (n, 1)
-    if kind == "strided":
+    if kind == "local":
+        idx = i - l + torch.arange(l + 1)[None, :]  # (n, l+1): i-l, ..., i
+        valid = idx >= 0
+    elif kind == "strided":
         local = i - l + torch.arange(l + 1)[None, :]  # (n, l+1): i-l, ..., i
         k = torch.arange(2, max(2, (n - 1) // l + 1))[None, :]  # (1, K2): 2, 3, ... (steps 0 and 1 are local)
         far = i - k * l  # (n, K2)
@@ -268,7 +274,7 @@ def main():
     #    sequence lengths that are and are not multiples of the stride.
     torch.set_default_dtype(torch.float64)
     errs = {}
-    for kind in ("strided", "fixed"):
+    for kind in ("strided", "fixed", "local"):
         for n, l, c in ((64, 8, 2), (100, 10, 3), (256, 16, 4)):
             q, k, v = (torch.randn(2, 3, n, 8) for _ in range(3))  # (B, H, N, dh)
             mask = pattern_mask(kind, n, l, c)  # (n, n)
@@ -284,6 +290,10 @@ def main():
             # two-step validity (Section 4.2): every j <= i is reachable through one intermediate position
             m = mask.double()
             reach = (m @ m) > 0  # (n, n)
+            if kind == "local":  # the local part alone is not valid: two steps reach back 2l, no further
+                i_, j_ = torch.arange(n)[:, None], torch.arange(n)[None, :]
+                assert torch.equal(reach, (j_ <= i_) & (j_ >= i_ - 2 * l)), "local: two steps should reach i-2l"
+                continue
             assert torch.equal(reach, torch.ones(n, n, dtype=torch.bool).tril()), f"{kind}: not valid in 2 steps"
     # strided with l >= n is ordinary causal attention
     q, k, v = (torch.randn(1, 2, 40, 8) for _ in range(3))

@@ -223,19 +223,28 @@ def check_attention(cfg):
 
 def check_needs_positions(model, img, p):
     """Shuffle the patches: without E_pos the token states are only shuffled the same way (and the [class]
-    token's state, hence the prediction, does not change); with E_pos they change."""
+    token's state, hence the prediction, does not change); with E_pos they change. Measured with the model's
+    own E_pos (truncated normal, std 0.02) and with a unit-scale random E_pos, whose effect is plain."""
     c = img.shape[1]
-    with torch.no_grad():  # a unit-scale random E_pos, so that its effect is plain at initialisation
-        model.pos_embed.normal_(generator=torch.Generator().manual_seed(5))
     perm = torch.randperm(model.cfg.n_patches, generator=torch.Generator().manual_seed(4))
     shuffled = unpatchify(patchify(img, p)[:, perm], p, c)  # the same patches, in another order
     z, zs = model.features(img, use_pos=False), model.features(shuffled, use_pos=False)  # (B, N+1, D) each
     torch.testing.assert_close(zs[:, 1:], z[:, 1:][:, perm], rtol=1e-4, atol=1e-5)  # permutation-equivariant
     torch.testing.assert_close(zs[:, 0], z[:, 0], rtol=1e-4, atol=1e-5)  # [class] token: invariant
-    z, zs = model.features(img), model.features(shuffled)
-    rel = ((zs[:, 1:] - z[:, 1:][:, perm]).norm() / z[:, 1:].norm()).item()
-    assert rel > 0.05, "position embeddings should make the order matter"
-    return rel
+
+    def change():  # relative change of the patch tokens' states (matched by patch) when the order changes
+        z, zs = model.features(img), model.features(shuffled)
+        return ((zs[:, 1:] - z[:, 1:][:, perm]).norm() / z[:, 1:].norm()).item()
+
+    at_init = change()  # E_pos as initialised: std 0.02, small next to the patch embeddings
+    assert model.pos_embed.std() < 0.25 * model.patch_embed(img).std(), "E_pos at init should be small"
+    with torch.no_grad():
+        model.pos_embed.normal_(generator=torch.Generator().manual_seed(5))  # unit scale: std 1
+    unit = change()
+    assert at_init > 1e-3, "even the small initial position embeddings should make the order matter"
+    assert unit > 0.05, "unit-scale position embeddings should make the order matter"
+    assert unit > 3 * at_init, "larger position embeddings should matter more"
+    return at_init, unit, model.pos_embed.std().item()
 
 
 def main():
@@ -288,10 +297,12 @@ def main():
     ea = check_attention(small)
     print(f"attention vs F.scaled_dot_product_attention (no mask): max |diff| {ea:.1e}")
     model = ViT(small).eval()
-    dpos = check_needs_positions(model, img, 2)
-    print(f"shuffled patches: without position embeddings the same states, shuffled alike; "
-          f"with them, the token states change by {dpos:.0%}")
+    dpos_init, dpos, pos_std = check_needs_positions(model, img, 2)
+    print(f"shuffled patches: without position embeddings the same states, shuffled alike; with them the "
+          f"token states change by {dpos_init:.1%} (E_pos as initialised, std 0.02) and by {dpos:.0%} "
+          f"(unit-scale random E_pos)")
     results.update(patch_embed_max_abs_err=max(e1, e2), attention_max_abs_err=ea, shuffle_state_rel_change=dpos,
+                   shuffle_state_rel_change_at_init=dpos_init, shuffle_unit_pos_std=pos_std,
                    round_trip_shapes=[list(s1), list(s2)])
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
 
