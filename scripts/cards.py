@@ -4,6 +4,32 @@ A card is the single source for a problem's title, category, one-liner, the
 infographic's content, its fixes and its papers. A card with a missing or
 wrong-typed field raises CardError naming the file, the field and what was
 expected.
+
+Fields:
+
+    number, slug                 NN and the snake_case slug; the file is NN_slug.yaml
+    title, category, summary     category is one of CATEGORIES
+    visual                       kind (growth | matrix | flow), formula, caption, and
+                                 the kind's own fields: curves (growth), patterns
+                                 (matrix), steps (flow); a growth panel may name its
+                                 axes with x_label / y_label (default "sequence
+                                 length N" and "relative cost")
+    solutions                    the fixes: name, idea, trade_off, paper, and optionally
+                                 shown (below)
+    papers                       title, url (arXiv abstract), year, contribution
+
+A fix is either *shown* on the problem's page or *cited* (its paper only). A shown
+fix names the snippet that runs it and checks it:
+
+    shown: sliding_window            snippets/problems/NN_slug/sliding_window.py
+    shown: encodings:offset          ... and the section [start:offset] in it, which
+                                     the page includes with --8<-- "...encodings.py:offset"
+
+The file (and the section, if named) must exist; a fix without `shown` is cited.
+Name a snippet only if it really runs that fix and asserts what the fix is for.
+The page's {{ solutions_table }} links each shown fix to the section of the page
+that includes that snippet (the build fails if the page does not include it), and
+writes "cited" for the others.
 """
 from __future__ import annotations
 
@@ -14,11 +40,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CARDS_DIR = ROOT / "problems"
+SNIPPETS_DIR = ROOT / "snippets" / "problems"
 
 CATEGORIES = ["Efficiency", "Architecture", "Scaling", "Training & quality", "Deployment"]
 VISUAL_KINDS = ["growth", "matrix", "flow"]
 MATRIX_PATTERNS = ["full", "causal", "sliding", "strided", "block", "global", "none"]
 ARXIV = re.compile(r"^https://arxiv\.org/abs/\d{4}\.\d{4,5}$")
+SHOWN = re.compile(r"^(\w+)(?::([\w-]+))?$")  # snippet name, optional section
 
 
 class CardError(ValueError):
@@ -57,8 +85,53 @@ def _check_paper(path: Path, paper, where: str):
         )
 
 
-def validate(card, path: Path) -> dict:
-    """Return the card if valid, else raise CardError."""
+def _check_shown(path: Path, shown, where: str, folder: Path) -> None:
+    what = ("a snippet name in " + _rel(folder) + "/, e.g. sliding_window, optionally with a "
+            "section, e.g. encodings:offset (no 'shown' for a fix that is only cited)")
+    _check(path, shown, where, str, what)
+    m = SHOWN.match(shown)
+    if not m:
+        raise CardError(f"{path}: field '{where}' is {shown!r} (expected {what})")
+    name, section = m.groups()
+    snippet = folder / f"{name}.py"
+    if not snippet.is_file():
+        raise CardError(
+            f"{path}: field '{where}' names {shown!r}, but {_rel(snippet)} does not exist "
+            f"(expected {what})"
+        )
+    if section and f"# --8<-- [start:{section}]" not in snippet.read_text(encoding="utf-8"):
+        raise CardError(
+            f"{path}: field '{where}' names section {section!r}, but {_rel(snippet)} has no "
+            f"'# --8<-- [start:{section}]' (expected a section the page can include)"
+        )
+
+
+def _rel(p: Path) -> str:
+    try:
+        return p.relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def shown(solution: dict) -> tuple[str, str | None] | None:
+    """(snippet name, section or None) for a fix shown on its page, None for a cited one."""
+    if not solution.get("shown"):
+        return None
+    name, section = SHOWN.match(solution["shown"]).groups()
+    return name, section
+
+
+def count_shown(cards: list[dict]) -> tuple[int, int]:
+    """(fixes shown on their page, all fixes) over the given cards."""
+    sols = [s for c in cards for s in c["solutions"]]
+    return sum(shown(s) is not None for s in sols), len(sols)
+
+
+def validate(card, path: Path, snippets_dir: Path = SNIPPETS_DIR) -> dict:
+    """Return the card if valid, else raise CardError.
+
+    A solution's `shown` is looked up in snippets_dir/NN_slug/.
+    """
     _check(path, card, "<card>", dict, "a YAML mapping")
     c = lambda key, typ, what: _check(path, card.get(key), key, typ, what)  # noqa: E731
     num = c("number", int, "the problem number 1-18")
@@ -79,6 +152,9 @@ def validate(card, path: Path) -> dict:
         raise CardError(f"{path}: field 'visual.kind' is {kind!r} (expected one of {VISUAL_KINDS})")
     _check(path, visual.get("formula"), "visual.formula", str, "a matplotlib mathtext formula")
     _check(path, visual.get("caption"), "visual.caption", str, "a short caption under the formula")
+    for axis in ("x_label", "y_label"):
+        if axis in visual:
+            _check(path, visual[axis], f"visual.{axis}", str, "the growth panel's axis label")
     if kind == "growth":
         curves = _check(path, visual.get("curves"), "visual.curves", list,
                         "a list of {label, expr} with expr a Python expression in n")
@@ -113,6 +189,8 @@ def validate(card, path: Path) -> dict:
         _check(path, s.get("idea"), f"{w}.idea", str, "the idea in one line")
         _check(path, s.get("trade_off"), f"{w}.trade_off", str, "what the fix gives up, one line")
         _check_paper(path, s.get("paper"), f"{w}.paper")
+        if "shown" in s:
+            _check_shown(path, s["shown"], f"{w}.shown", Path(snippets_dir) / f"{num:02d}_{slug}")
     papers = c("papers", list, "a list of key papers")
     for i, p in enumerate(papers):
         w = f"papers[{i}]"
@@ -121,18 +199,18 @@ def validate(card, path: Path) -> dict:
     return card
 
 
-def load_card(path: Path) -> dict:
+def load_card(path: Path, snippets_dir: Path = SNIPPETS_DIR) -> dict:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise CardError(f"{path}: not valid YAML: {exc}") from exc
-    return validate(data, path)
+    return validate(data, path, snippets_dir)
 
 
-def load_cards(cards_dir: Path = CARDS_DIR) -> list[dict]:
-    """All cards, sorted by number; checks that the numbers are 1..N without gaps."""
-    cards = [load_card(p) for p in sorted(Path(cards_dir).glob("*.yaml"))]
+def load_cards(cards_dir: Path = CARDS_DIR, snippets_dir: Path = SNIPPETS_DIR) -> list[dict]:
+    """All cards, sorted by number; two cards with the same number are an error."""
+    cards = [load_card(p, snippets_dir) for p in sorted(Path(cards_dir).glob("*.yaml"))]
     nums = [c["number"] for c in cards]
     if len(set(nums)) != len(nums):
         raise CardError(f"{cards_dir}: duplicate problem numbers {sorted(nums)}")

@@ -8,9 +8,13 @@ Placeholders a page may use (in prose, not in code blocks):
     {{ figure NAME/file.svg | alt }}   an image the snippet wrote
     {{ machine NAME }}                 the CPU, cores and torch that ran NAME
     {{ infographic }}                  this problem page's card, drawn
-    {{ solutions_table }}              this problem page's fixes, from its card
+    {{ solutions_table }}              this problem page's fixes, from its card; a fix
+                                       marked `shown:` links to the section of this
+                                       page that includes its snippet, the rest say
+                                       "cited" (scripts/cards.py)
     {{ papers }}                       this problem page's papers, from its card
     {{ problems_table }}               all problems grouped by category
+    {{ fixes_shown }}                  "S of T": fixes shown on their page, of all fixes
 
 NAME is a snippet path without .py, relative to the page's own snippet folder
 (docs/problems/01-quadratic-complexity.md -> snippets/problems/01_quadratic_complexity/)
@@ -66,6 +70,7 @@ def on_config(config):
     try:
         _state["cards"] = cards_mod.load_cards(ROOT / "problems")
         _state["docs_dir"] = config["docs_dir"]
+        _state["mdx_configs"] = config.get("mdx_configs") or {}
     except cards_mod.CardError as exc:
         raise PluginError(f"card error: {exc}") from exc
     if not (KATEX / "katex.min.js").is_file():
@@ -258,18 +263,85 @@ def _fill(page, kind: str, arg: str, opt: str | None) -> str:
             f"({_rel(page, f'generated/infographics/{stem}.svg')}){{ .infographic }}"
         )
     if kind == "solutions_table":
-        rows = ["| Fix | Idea | Trade-off | Paper |", "|---|---|---|---|"]
+        rows = ["| Fix | Idea | Trade-off | Paper | On this page |", "|---|---|---|---|---|"]
         for s in card["solutions"]:
+            shown = cards_mod.shown(s)
+            if shown:
+                name, section = shown
+                here = f"[`{name}.py`](#{_shown_anchor(page, card, name, section, where)})"
+            else:
+                here = "cited"
             rows.append(
                 f"| **{_cell(s['name'])}** | {_cell(s['idea'])} | {_cell(s['trade_off'])} | "
-                f"[{_cell(s['paper']['title'])}]({s['paper']['url']}) ({s['paper']['year']}) |"
+                f"[{_cell(s['paper']['title'])}]({s['paper']['url']}) ({s['paper']['year']}) | {here} |"
             )
         return "\n".join(rows)
+    if kind == "fixes_shown":
+        shown, total = cards_mod.count_shown(_state["cards"])
+        return f"{shown} of {total}"
     if kind == "papers":
         return "\n".join(f"- {_paper_link(p)}: {p['contribution']}" for p in card["papers"])
     if kind == "problems_table":
         return _problems_table(page)
     raise PluginError(f"{where}: unknown placeholder '{kind}'")
+
+
+_INCLUDE = re.compile(r'--8<--\s+"snippets/([^":]+)\.py(?::([\w-]+))?"')
+_HEADING = re.compile(r"#{1,6}\s")
+_FENCE = re.compile(r"(`{3,}|~{3,})")
+
+
+def _heading_ids(headings: list[str]) -> list[str]:
+    """The ids MkDocs gives these heading lines (in page order), from the same toc extension."""
+    import markdown
+
+    cfg = _state.get("mdx_configs") or {}
+    toc = {k: v for k, v in cfg.get("toc", {}).items() if k in ("slugify", "separator")}
+    md = markdown.Markdown(
+        extensions=["toc", "attr_list", "pymdownx.arithmatex"],
+        extension_configs={"toc": toc, "pymdownx.arithmatex": cfg.get("pymdownx.arithmatex", {"generic": True})},
+    )
+    md.convert("\n\n".join(headings))
+    ids: list[str] = []
+
+    def walk(tokens):
+        for t in tokens:
+            ids.append(t["id"])
+            walk(t["children"])
+
+    walk(md.toc_tokens)
+    return ids
+
+
+def _shown_anchor(page, card, name: str, section: str | None, where: str) -> str:
+    """The id of the heading above the first place this page includes the snippet of a
+    fix marked `shown:` in its card; fails if the page does not include it."""
+    full = f"problems/{cards_mod.card_stem(card)}/{name}"
+    headings, hit, fence = [], None, None
+    for line in _state.get("page_markdown", "").split("\n"):
+        stripped = line.lstrip()
+        m = _FENCE.match(stripped)
+        if m and (fence is None or stripped.startswith(fence)):
+            fence = None if fence else m.group(1)
+            continue
+        if fence is None and _HEADING.match(line):
+            headings.append(line)
+            continue
+        inc = _INCLUDE.search(line)
+        if hit is None and inc and inc.group(1) == full and section in (None, inc.group(2)):
+            hit = len(headings) - 1
+    shown = name + (f":{section}" if section else "")
+    if hit is None or hit < 0:
+        raise PluginError(
+            f"{where}: the card marks a fix as shown by {shown!r}, but this page "
+            + ("includes it above its first heading" if hit is not None else
+               f'never includes it (--8<-- "snippets/{full}.py' + (f":{section}" if section else "") + '")')
+            + "; include the snippet under a heading, or remove `shown:` from the card"
+        )
+    ids = _heading_ids(headings)
+    if len(ids) != len(headings):
+        raise PluginError(f"{where}: found {len(headings)} headings but {len(ids)} ids")
+    return ids[hit]
 
 
 def _problems_table(page) -> str:
@@ -279,7 +351,7 @@ def _problems_table(page) -> str:
         rows = [c for c in _state["cards"] if c["category"] == cat]
         if not rows:
             continue
-        parts += [f"### {cat}", "", "| # | Problem | In one line |", "|---|---|---|"]
+        parts += [f"### {cat}", "", "| # | Problem | In one line | Fixes shown |", "|---|---|---|---|"]
         for c in rows:
             slug = cards_mod.page_slug(c)
             title = _cell(c["title"])
@@ -287,13 +359,15 @@ def _problems_table(page) -> str:
                 title = f"[{title}]({_rel(page, f'problems/{slug}.md')})"
             else:
                 title += " *(page coming)*"
-            parts.append(f"| {c['number']} | {title} | {_cell(c['summary'])} |")
+            shown, total = cards_mod.count_shown([c])
+            parts.append(f"| {c['number']} | {title} | {_cell(c['summary'])} | {shown} of {total} |")
         parts.append("")
     return "\n".join(parts)
 
 
 def on_page_markdown(markdown, page, config, files):
     out, fence, used = [], None, set()
+    _state["page_markdown"] = markdown  # {{ solutions_table }} links to where snippets are included
     serving = _serving()
 
     def fill(mm: re.Match) -> str:

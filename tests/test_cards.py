@@ -52,6 +52,8 @@ def _write(tmp_path, mutate):
         (lambda d: d["papers"][0].update(year="2017"), "field 'papers[0].year' has type str"),
         (lambda d: d["visual"].update(kind="pie"), "field 'visual.kind' is 'pie'"),
         (lambda d: d.update(solutions=[]), "field 'solutions' is empty"),
+        (lambda d: d["visual"].update(x_label=3), "field 'visual.x_label' has type int"),
+        (lambda d: d["solutions"][0].update(shown="no_such_snippet"), "solutions[0].shown"),
     ],
 )
 def test_malformed_card_names_file_field_and_expectation(tmp_path, mutate, expect):
