@@ -120,6 +120,22 @@ def deletion_drop(model, x, target, positions, gen):
     return (p0 - p1).mean().item()
 
 
+def how_often(a, b):
+    """'as often as' / 'more often than' / 'less often than' for two hit rates over the same N_TEST sequences."""
+    if abs(a - b) < 0.5 / N_TEST:  # hit rates are multiples of 1 / N_TEST
+        return "as often as"
+    return "more often than" if a > b else "less often than"
+
+
+def verdicts(hit):
+    """The page's sentence comparing one layer's raw map with the attribution methods, written from the rates."""
+    raw = hit["layer1_attention"]
+    return {"raw_vs_methods": (
+        f"the raw layer-1 map picked the match in {raw:.1%} of the sequences, "
+        f"{how_often(raw, hit['rollout'])} rollout ({hit['rollout']:.1%}) and "
+        f"{how_often(raw, hit['grad_x_input_abs'])} |gradient × input| ({hit['grad_x_input_abs']:.1%})")}
+
+
 def machine_info():
     cpu = platform.processor() or platform.machine()
     try:
@@ -196,18 +212,30 @@ def main():
     drop["the_match"] = deletion_drop(model, x, pred, y, gen)
     disagree = (top["rollout"] != top["grad_x_input_abs"])
     g_share = gxi.abs() / gxi.abs().sum(-1, keepdim=True)  # (B, S)
+    rows = torch.arange(N_TEST, device=dev)
+    hit_abs, hit_signed = top["grad_x_input_abs"] == y, top["grad_x_input_signed"] == y  # (B,) each
+    match_negative = gxi[rows, y] < 0  # (B,): the match's own signed attribution is negative
+    lost_by_sign = hit_abs & ~hit_signed  # found by |grad x input|, missed by the signed version
     results = {"machine": {**machine_info(), "device": dev},
                "config": {"vocab": VOCAB, "context": T, "d_model": D, "heads": H, "layers": LAYERS, "steps": STEPS,
                           "batch": BATCH, "lr": LR, "test": N_TEST, "seed": SEED},
                "accuracy": (pred == y).float().mean().item(), "finds_match": hit,
                "deletion_drop": drop, "disagree_rate": disagree.float().mean().item(),
+               "rollout_right_when_disagree": (top["rollout"] == y)[disagree].float().mean().item(),
+               "match_negative_share": match_negative.float().mean().item(),
+               "lost_by_sign": {"share": lost_by_sign.float().mean().item(),
+                                "match_negative": match_negative[lost_by_sign].float().mean().item()},
                "query_self_share": {"rollout": roll[:, -1].mean().item(), "grad_x_input_abs": g_share[:, -1].mean().item()},
                "match_share": {"rollout": roll[torch.arange(N_TEST), y].mean().item(),
                                "grad_x_input_abs": g_share[torch.arange(N_TEST), y].mean().item()},
                "grad_x_input_signed_mean": {"query": gxi[:, -1].mean().item(),
                                             "match": gxi[torch.arange(N_TEST), y].mean().item()}}
     i = int(disagree.nonzero()[0]) if disagree.any() else 0
-    results["plotted_example"] = {"index": i, "disagree": bool(disagree[i])}
+    results["plotted_example"] = {"index": i, "disagree": bool(disagree[i]),
+                                  "grad_x_input_query_share": g_share[i, -1].item(),
+                                  "rollout_top2_are_match_and_query":
+                                      set(roll[i].topk(2).indices.tolist()) == {int(y[i]), S - 1}}
+    results["verdicts"] = verdicts(hit)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     plot(x, y, maps, roll, gxi, i, bool(disagree[i]), OUT / "attribution.svg")
 
@@ -218,6 +246,9 @@ def main():
         print(f"{k:<22} {hit[k]:>18.3f} {d}")
     print(f"{'(deleting the match)':<22} {'':>18} {drop['the_match']:>37.3f}")
     print(f"rollout and |grad x input| pick different tokens in {results['disagree_rate']:.1%} of sequences")
+    print(f"where they disagree, rollout picked the match in {results['rollout_right_when_disagree']:.1%}; "
+          f"the match's signed grad x input is negative in {results['match_negative_share']:.1%} of sequences")
+    print(f"so: {results['verdicts']['raw_vs_methods']}")
     print(f"share on the query token itself: rollout {results['query_self_share']['rollout']:.2f}, "
           f"|grad x input| {results['query_self_share']['grad_x_input_abs']:.2f}; "
           f"on the match: {results['match_share']['rollout']:.2f} / {results['match_share']['grad_x_input_abs']:.2f}")
@@ -229,6 +260,19 @@ def main():
     assert hit["rollout"] > hit["grad_x_input_abs"] + 0.03, "gradient x input should miss more often than rollout"
     assert drop["the_match"] > 0.5, "deleting the match should destroy the answer (it is the decisive token)"
     assert drop["rollout"] > drop["grad_x_input_abs"], "rollout's pick should matter more when deleted"
+    assert abs(drop["rollout"] - drop["the_match"]) < 0.05, "deleting rollout's pick should hurt as much as the match"
+    assert results["disagree_rate"] > 0.03, "the two methods should disagree on some sequences"
+    assert results["rollout_right_when_disagree"] > 0.9, "where they disagree, the misses should be grad x input's"
+    assert hit["grad_x_input_abs"] > hit["grad_x_input_signed"] + 0.05, "the signed version should find the match less"
+    assert results["lost_by_sign"]["match_negative"] > 0.9, \
+        "where only the signed version misses, the match's own attribution should be negative"
+    q_share = results["query_self_share"]
+    assert q_share["grad_x_input_abs"] > results["match_share"]["grad_x_input_abs"], \
+        "|grad x input| should put more mass on the query than on the match"
+    assert q_share["rollout"] >= 0.25 - 1e-6, "rollout's identity terms alone give the query (1/2)^2"
+    pe = results["plotted_example"]
+    assert pe["disagree"] and pe["grad_x_input_query_share"] > 0.5, "the plotted sequence: most of it on the query"
+    assert pe["rollout_top2_are_match_and_query"], "the figure: rollout's two largest scores are the match and the query"
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def main():
     flat = F.interpolate(F.avg_pool2d(img, 2), scale_factor=2, mode="nearest")  # (1797, 1, 8, 8) block means
     centred = img - img.mean(dim=(2, 3), keepdim=True)
     detail_share = ((img - flat) ** 2).sum().item() / (centred ** 2).sum().item()
-    assert 0.05 < detail_share < 0.95, "digits have both coarse structure and in-block detail"
+    assert 0.2 < detail_share < 0.8, "digits have both coarse structure and in-block detail (the page: not small)"
 
     # Speed: attention alone, at the Swin/PVT stage-1 grid.
     ms = median_ms({"full": lambda: full_attention(x, qkv),

@@ -116,9 +116,21 @@ def softmax_verdict(s):
                 "roofline's verdict holds, the bytes set part of its pace")
     if s >= 1.1:
         return (f"in cache it ran only {s:.1f} times faster, so memory slows it a little, but on one core of this "
-                "CPU the exponentials, not the bytes, set most of its pace")
-    return ("in cache it ran no faster (within 10%), so on one core of this CPU the exponentials, not the bytes, "
-            "set its pace: the roofline's 'memory-bound' does not hold here")
+                "CPU its arithmetic, not the bytes, sets most of its pace")
+    return ("in cache it ran no faster (within 10%), so on one core of this CPU its arithmetic, not the bytes, "
+            "sets its pace: the roofline's 'memory-bound' does not hold here")
+
+
+def softmax_roof_verdict(f):
+    """Did the softmax (all threads, on the score matrix) move its bytes as fast as the add? f = share of the roof."""
+    if f >= 0.7:
+        return (f"reached {f:.0%} of the bandwidth roof: it moved its bytes almost as fast as the add, "
+                "so memory traffic sets its pace, as the roofline predicts")
+    if f >= 0.4:
+        return (f"reached only {f:.0%} of the bandwidth roof: the bytes account for part of its time, "
+                "not all of it")
+    return (f"reached only {f:.0%} of the bandwidth roof: at the add's speed its bytes would take "
+            f"{f:.0%} of the time it took, so most of its time goes to something other than moving bytes")
 
 
 def plot(peak, bw, parts, measured, path):
@@ -136,8 +148,9 @@ def plot(peak, bw, parts, measured, path):
               label="roof: min(matmul peak, I × add bandwidth)")
     ridge = peak / bw
     ax.axvline(ridge, color="0.75", lw=0.8, ls="--")
-    ax.text(ridge / 1.15, 0.42, f"memory-bound ←\n(ridge {ridge:.0f} FLOP/B)", ha="right", fontsize=7.5, color="0.35")
-    ax.text(ridge * 1.15, 0.42, "→ compute-bound", ha="left", fontsize=7.5, color="0.35")
+    ax.text(ridge / 1.15, 0.42, f"roofline predicts memory-bound ←\n(ridge {ridge:.0f} FLOP/B)", ha="right",
+            fontsize=7.5, color="0.35")
+    ax.text(ridge * 1.15, 0.42, "→ predicts compute-bound", ha="left", fontsize=7.5, color="0.35")
     style = {"qk_matmul": ("o", "#1f77b4", "Q Kᵀ"), "softmax": ("s", "#d62728", "softmax"),
              "pv_matmul": ("^", "#2ca02c", "P V"), "fused_attention": ("D", "#9467bd", "fused SDPA (ideal bytes)")}
     for name, (mk, color, label) in style.items():
@@ -164,7 +177,11 @@ def one_core_check(softmax_score_matrix, sync, dev):
         for _ in range(SMALL_CALLS):
             torch.softmax(xs_in, dim=-1, out=xs_out)
 
-    one_core_ops = {"softmax_in_cache": softmax_in_cache, "softmax": softmax_score_matrix,
+    def exp_in_cache():  # the exponentials alone, on the same array
+        for _ in range(SMALL_CALLS):
+            torch.exp(xs_in, out=xs_out)
+
+    one_core_ops = {"softmax_in_cache": softmax_in_cache, "exp_in_cache": exp_in_cache, "softmax": softmax_score_matrix,
                     "matmul": lambda: torch.mm(a1, a1, out=c1)}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -188,6 +205,7 @@ def one_core_check(softmax_score_matrix, sync, dev):
     one_core["softmax_score_matrix_gflops"] = one_core["softmax_score_matrix_gbs"] * sm_flops_per_byte
     one_core["memory_slowdown"] = one_core["softmax_in_cache_gbs"] / one_core["softmax_score_matrix_gbs"]
     one_core["matmul_over_softmax_in_cache"] = one_core["matmul_gflops"] / one_core["softmax_in_cache_gflops"]
+    one_core["exp_over_softmax_in_cache"] = m1["exp_in_cache"] / m1["softmax_in_cache"]  # time share of exp alone
     # CPUs differ here: a core with plenty of bandwidth barely notices; the page's sentence is written from it
     one_core["verdict"] = softmax_verdict(one_core["memory_slowdown"])
     return one_core
@@ -310,6 +328,7 @@ def main():
         "fused": f"took {med['fused_attention'] * 1e3:.1f} ms against {total_t * 1e3:.1f} ms for the three parts "
                  f"together: {compare(med['fused_attention'], total_t)}",
         "softmax": one_core["verdict"] if one_core else "not measured on this device",
+        "softmax_roof": softmax_roof_verdict(rows["softmax"]["fraction_of_roof"]),
     }
     (OUT / "results.json").write_text(json.dumps(summary, indent=2))
     plot(peak, bw, parts, measured, OUT / "roofline.svg")
@@ -328,13 +347,14 @@ def main():
         print(f"{name:<16} {r['flops'] / 1e9:>7.2f} {r['bytes'] / 2**20:>10.1f} {r['intensity']:>7.2f} "
               f"{r['ms']:>7.2f} {r['attained_gflops']:>8.1f} {100 * r['fraction_of_roof']:>7.0f}% {ts} {fs}  {r['bound']}")
     print(f"softmax: {100 * rows['softmax']['flop_share']:.1f}% of the FLOPs, "
-          f"{100 * rows['softmax']['time_share']:.1f}% of the time; fused SDPA "
-          f"{summary['verdicts']['fused']}")
+          f"{100 * rows['softmax']['time_share']:.1f}% of the time; it {summary['verdicts']['softmax_roof']}")
+    print(f"fused SDPA {summary['verdicts']['fused']}")
     if one_core:
         print(f"one core: softmax {one_core['softmax_in_cache_gbs']:.1f} GB/s on a {one_core['in_cache_mib']:.0f} MiB "
               f"array in cache vs {one_core['softmax_score_matrix_gbs']:.1f} GB/s on the score matrix "
               f"({one_core['memory_slowdown']:.1f}x); in cache it does {one_core['softmax_in_cache_gflops']:.1f} "
-              f"GFLOP/s, the matmul {one_core['matmul_gflops']:.0f} ({one_core['matmul_over_softmax_in_cache']:.0f}x)")
+              f"GFLOP/s, the matmul {one_core['matmul_gflops']:.0f} ({one_core['matmul_over_softmax_in_cache']:.0f}x); "
+              f"exp alone takes {one_core['exp_over_softmax_in_cache']:.0%} of the in-cache softmax's time")
         print(f"  so: {one_core['verdict']}")
     print(f"A100 (cited peaks, fp16): ridge {a100_ridge:.0f} FLOP/B; Q K^T intensity "
           f"{parts16['qk_matmul']['intensity']:.1f} -> {a100['qk_matmul_bound']}-bound")
@@ -344,11 +364,12 @@ def main():
     # 4) The claims the page makes.
     for name in parts:  # a roof is a ceiling: no part may beat it (margin for timer noise)
         assert rows[name]["fraction_of_roof"] < 1.3, f"{name} beat the roofline: wrong FLOP or byte count?"
-    # Thresholds hold on every CPU seen here (Intel Xeon: ridge/intensity ~9, 3% of peak; AMD EPYC with
-    # more bandwidth per core: ~4.5, 10%); a GPU's ridge is far further right. Left of the ridge is the
-    # roofline's *prediction*; whether the softmax really waits on memory is measured by the one-core
-    # check, and the page's sentence is written from that measurement (verdicts["softmax"]).
-    assert ridge / parts["softmax"]["intensity"] > 2, "softmax should be left of the ridge (roofline: memory-bound)"
+    # Left of the ridge is only the roofline's *prediction* (the table's "Roofline predicts" column, written
+    # from these numbers). Whether the softmax really waits on memory is measured twice, and the page's
+    # sentences are written from those measurements (tests/test_verdicts.py re-derives them): how close it
+    # came to the bandwidth roof (verdicts["softmax_roof"]) and how much faster it ran from cache on one core
+    # (verdicts["softmax"]).
+    assert ridge / parts["softmax"]["intensity"] > 1, "the page says the softmax sits left of the ridge"
     assert ridge < A100_TENSOR_FLOPS / A100_HBM_BYTES_S / 2, "the page says an A100's ridge is much higher"
     assert attained["softmax"] < 0.25 * peak, "softmax should use a small fraction of the matmul FLOP/s"
     assert rows["softmax"]["time_share"] > 5 * rows["softmax"]["flop_share"], \
@@ -362,7 +383,6 @@ def main():
         # kernel is no faster, so the page's sentence is written from the timing (verdicts["fused"]).
         if machine["cpu_capability"] != "DEFAULT":
             assert summary["fused_speedup_over_unfused_parts"] > 1.05, "fused SDPA should beat the unfused parts"
-        assert one_core["memory_slowdown"] > 0.9, "sanity: softmax should not run slower when its data fits in cache"
         assert one_core["matmul_over_softmax_in_cache"] > 3, "even in cache, softmax should be far below matmul speed"
 
 

@@ -34,11 +34,13 @@ import platform
 import statistics
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 OUT = Path(os.environ.get("SNIPPET_OUT", Path(__file__).stem + "_out"))
 SEED = 0
@@ -198,7 +200,7 @@ def kernels_sentence(m):
     return s
 
 
-def verdicts(m, rows, quantized_engine):
+def verdicts(m, rows, quantized_engine, bf16_sdpa_error=None):
     """The page's sentences about this CPU and these timings, written from the measurement."""
     ref = rows["kv_cache"]  # float32 with the same cache: the fair reference for bf16 and int8
     v = {"kernels": kernels_sentence(m) + ".",
@@ -218,6 +220,9 @@ def verdicts(m, rows, quantized_engine):
                            f"This CPU has no {what} (none of {', '.join(flags)} among its flags)")
         v[f"{key}_cpu"] += f"; {kernels_sentence(m)}" + (f", and the quantized engine was {quantized_engine}."
                                                            if key == "int8" else ".")
+        if key == "bf16" and bf16_sdpa_error:
+            v["bf16_cpu"] += (" With these kernels PyTorch's fused CPU attention could not run bfloat16 (it raised "
+                              f"\"{bf16_sdpa_error}\"), so the bfloat16 runs used SDPA's math backend.")
         r = rows[name]
         for part, unit in (("prefill", "ttft_ms"), ("decode", "per_token_ms")):
             v[f"{key}_{part}"] = (f"took {r[unit]:.{1 if part == 'prefill' else 2}f} ms against "
@@ -236,6 +241,22 @@ def verdicts(m, rows, quantized_engine):
         }.get((have, word), "So on this machine bfloat16 neither sped up nor slowed down the prefill by more "
                             "than 10%" + (", despite the instructions." if have else "."))
     return v
+
+
+def bf16_attention_backend(prompt_len, device):
+    """None if SDPA's default kernel runs bfloat16 here; else the error, and the bf16 run uses the math backend.
+
+    With ATEN_CPU_CAPABILITY=default on a CPU whose oneDNN still sees AVX-512, PyTorch's CPU flash kernel
+    packs bfloat16 blocks with a routine its DEFAULT build lacks and raises "pack_vnni2 is only supported
+    when avx512 is supported"; SDPA's math backend computes the same attention without it.
+    """
+    q = torch.zeros(1, N_HEADS, prompt_len, D_MODEL // N_HEADS, dtype=torch.bfloat16, device=device)  # (B, H, P, dh)
+    try:
+        F.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(prompt_len, prompt_len, dtype=torch.bool,
+                                                                       device=device).tril())
+        return None
+    except RuntimeError as exc:
+        return str(exc).splitlines()[0]
 
 
 def check_compile(model, prompt, full, sync):
@@ -276,12 +297,19 @@ def main():
         variants["kv_cache+compile"] = (compile_info.pop("model"), True)
 
     # Interleaved repeats: every variant once per round, so background load hits all alike.
-    for m, use_cache in variants.values():  # warm-up
-        generate(m, prompt, 3, use_cache, sync)
+    bf16_sdpa_error = bf16_attention_backend(PROMPT_LEN, dev) if "kv_cache+bf16" in variants else None
+
+    def backend(name):  # SDPA's default kernel, except where it cannot run bfloat16 (see bf16_attention_backend)
+        return sdpa_kernel(SDPBackend.MATH) if name == "kv_cache+bf16" and bf16_sdpa_error else nullcontext()
+
+    for name, (m, use_cache) in variants.items():  # warm-up
+        with backend(name):
+            generate(m, prompt, 3, use_cache, sync)
     runs = {name: [] for name in variants}
     for _ in range(REPEATS):
         for name, (m, use_cache) in variants.items():
-            runs[name].append(generate(m, prompt, N_NEW, use_cache, sync))
+            with backend(name):
+                runs[name].append(generate(m, prompt, N_NEW, use_cache, sync))
 
     ref_tokens, _, _, ref_logits = runs["baseline"][0]
     rows = {}
@@ -313,9 +341,10 @@ def main():
                           "rel_tol": REL_TOL, "quantized_engine": torch.backends.quantized.engine,
                           "timing": "medians of interleaved repeats, thread CPU time on the CPU"},
                "rows": rows, "sizes_mb": sizes,
+               "bf16_sdpa_backend": "default" if not bf16_sdpa_error else f"math (default kernel raised: {bf16_sdpa_error})",
                "size_ratio": {k: v / sizes["fp32"] for k, v in sizes.items()},
                "compile": compile_info}
-    summary["verdicts"] = verdicts(summary["machine"], rows, torch.backends.quantized.engine)
+    summary["verdicts"] = verdicts(summary["machine"], rows, torch.backends.quantized.engine, bf16_sdpa_error)
     (OUT / "results.json").write_text(json.dumps(summary, indent=2))
 
     m = summary["machine"]
@@ -344,6 +373,8 @@ def main():
           f"{m['cpu_int8_support'] or 'none'}; kernel set {m['cpu_capability']}"
           + "".join(f", {k}={val}" for k, val in m["kernel_env"].items())
           + f"; quantized engine {summary['config']['quantized_engine']}")
+    if bf16_sdpa_error:
+        print(f"bfloat16 attention: SDPA's math backend (the default CPU kernel raised: {bf16_sdpa_error})")
     vd = summary["verdicts"]
     for key in ("bf16", "int8"):
         if f"{key}_prefill" in vd:

@@ -151,10 +151,10 @@ def verdicts(summary):
     r2 = summary["batch2"]["ratio"]  # step time at batch 2 over batch 1, paired rounds
     when = f"median of {len(summary['batch2']['rounds'])} paired rounds, {summary['batch2']['clock']}"
     if r2 <= 1.15:
-        batch2 = (f"Measured here, a decode step at batch 2 took {r2:.2f} times as long as at batch 1 ({when}): the second "
+        batch2 = (f"measured here, a decode step at batch 2 took {r2:.2f} times as long as at batch 1 ({when}): the second "
                   "sequence came almost for free, as predicted.")
     else:  # T(B) = a + b B through batches 1 and 2: b / T(1) = r2 - 1
-        batch2 = (f"Measured here, a decode step at batch 2 already took {r2:.2f} times as long as at batch 1 ({when}), so "
+        batch2 = (f"measured here, a decode step at batch 2 already took {r2:.2f} times as long as at batch 1 ({when}), so "
                   f"the second sequence was not free: fitting T(B) = a + bB to batches 1 and 2, {r2 - 1:.0%} of a "
                   "batch-1 step is work that grows with the batch, not the one read of the weights.")
     e = summary["end_to_end"]
@@ -330,9 +330,9 @@ def main():
     # The median of 7 rounds, in CPU time, so load cannot inflate one side only. The model's decode steps
     # are timed at a context of 128, the real ones run at 128 to 159. A wrong model (say, a decode step
     # that re-read the prompt) would be off by several times.
-    # Seen: 0.97 to 1.02 on 2 cores with two busy loops and other builds running (load 4 to 5), and up
-    # to 1.10 with the AVX2 kernel set.
-    assert 0.8 < e["model_over_measured"] < 1.25, f"T = TTFT + n*T_token should hold, got {e['model_over_measured']:.2f}"
+    # Seen (scripts/timing_ranges.py, 2 cores): 0.96 to 1.04 in 10 quiet runs, 0.89 to 1.21 in 10 runs with
+    # two busy loops; 0.97 to 1.10 with the AVX2 kernel set. The bounds leave room for that; a model 40% off fails.
+    assert 0.75 < e["model_over_measured"] < 1.35, f"T = TTFT + n*T_token should hold, got {e['model_over_measured']:.2f}"
 
 
 if __name__ == "__main__":
