@@ -191,7 +191,7 @@ def main():
 
     # 2) A small decoder's real cache against the formula.
     small = {"vocab": 256, "d_model": 128, "layers": 4, "heads": 8, "kv_heads": 2, "batch": 2,
-             "prompt": 16, "steps": 112}
+             "prompt": 16, "steps": 112, "check_every": 16}
     d_head = small["d_model"] // small["heads"]
     model = Decoder(small["vocab"], small["d_model"], small["layers"], small["heads"], small["kv_heads"])
     model = model.to(args.device).eval()
@@ -200,7 +200,7 @@ def main():
     with torch.no_grad():
         for dtype in (torch.float32, torch.bfloat16):
             m = model.to(dtype)
-            points, max_err = generate_and_measure(m, prompt, small["steps"], dtype, check_every=16)
+            points, max_err = generate_and_measure(m, prompt, small["steps"], dtype, small["check_every"])
             bpv = torch.empty((), dtype=dtype).element_size()
             for n, got in points:
                 want = kv_cache_bytes(small["layers"], small["kv_heads"], d_head, n, small["batch"], bpv)

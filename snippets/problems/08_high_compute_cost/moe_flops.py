@@ -135,7 +135,9 @@ def main():
 
     results = {"machine": machine_info(dev),
                "config": {"d_model": D_MODEL, "d_ff": D_FF, "experts": N_EXPERTS, "tokens": n_tokens},
-               "by_top_k": rows, "top2": {"flops": top2["flops"], "dense_flops": top2["dense_reference_flops"],
+               "by_top_k": rows,
+               "max_abs_err_vs_dense": max(r["max_abs_err_vs_dense"] for r in rows.values()),  # over every k
+               "top2": {"flops": top2["flops"], "dense_flops": top2["dense_reference_flops"],
                                           "dense_over_sparse": top2["dense_reference_flops"] / top2["flops"],
                                           "active_fraction": top2["active_params_per_token"] / top2["total_params"]},
                "mixtral": {**mix, "active_fraction": mix["active"] / mix["total"]}}

@@ -159,6 +159,15 @@ def check_against_torch(model, x):
         torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-5)
 
 
+@torch.no_grad()
+def nope_output_ignores_order(model, x, i, generator):
+    """Shuffle tokens 0..i-1 and keep token i: the output at i of a one-layer model without positions
+    cannot change (it sees x_i and the multiset of the tokens before it). Returns the largest change."""
+    perm = torch.randperm(i, generator=generator, device=x.device)
+    shuffled = torch.cat([x[:, :i][:, perm], x[:, i:]], dim=1)  # (B, T): same tokens, earlier ones reordered
+    return (model(shuffled)[:, i] - model(x)[:, i]).abs().max().item()
+
+
 def first_position_below(curve, level=0.9):
     """Start of the first BUCKET of positions whose mean accuracy is below `level` (the test length if none)."""
     return next((BUCKET * i for i, a in enumerate(curve) if a < level), TEST_LEN)
@@ -239,19 +248,28 @@ def main():
     x, y = latest_value_batch(N_TEST, TEST_LEN, generator=torch.Generator(device=args.device).manual_seed(1234))
     for s in ("none", "learned"):
         check_against_torch(models[s], x[:8, :L])
+    # One layer, no positions: reordering the earlier tokens leaves the output at position L-1 unchanged
+    # (up to float rounding); the same shuffle does change the learned-position model's output.
+    g_perm = torch.Generator(device=args.device).manual_seed(SEED)
+    order_change = {s: nope_output_ignores_order(models[s], x[:, :L], L - 1, g_perm.manual_seed(SEED))
+                    for s in ("none", "learned")}
+    assert order_change["none"] < 1e-4, f"NoPE output at position {L - 1} changed when earlier tokens moved: {order_change}"
+    assert order_change["learned"] > 0.1, f"the shuffle should change a model that has positions: {order_change}"
     acc = {s: accuracy_by_position(m, x, y) for s, m in models.items()}  # (TEST_LEN,) each
     rows = {s: {"in_training_range": a[:L].mean().item(),  # positions 0..L-1
                 "L_to_2L": a[L:2 * L].mean().item(),
                 "2L_to_4L": a[2 * L:].mean().item(),
-                "beyond_L": a[L:].mean().item()} for s, a in acc.items()}
+                "beyond_L": a[L:].mean().item()} for s, a in acc.items()}  # positions L..TEST_LEN-1
     curves = {s: a.reshape(-1, BUCKET).mean(1).tolist() for s, a in acc.items()}
     others = [s for s in SCHEMES if s not in ("alibi", "none")]
     summary = {"machine": {**machine_info(), "device": args.device},
-               "config": {"train_len": L, "test_len": TEST_LEN, "values": V, "p_value": P_VALUE, "d_model": D,
+               "config": {"train_len": L, "test_len": TEST_LEN, "last_test_position": TEST_LEN - 1,
+                          "bucket": BUCKET, "values": V, "p_value": P_VALUE, "d_model": D,
                           "heads": HEADS, "mlp": MLP, "layers": 1, "steps": STEPS, "batch": BATCH, "lr": LR,
                           "test_sequences": N_TEST, "seed": SEED},
                "acc": rows, "curves": curves,
                "first_position_below_90": {s: first_position_below(c) for s, c in curves.items()},
+               "order_check": {"position": L - 1, **order_change},  # max |output change| at L-1 after the shuffle
                "alibi_beyond_minus_best_other": rows["alibi"]["beyond_L"] - max(rows[s]["beyond_L"] for s in others),
                "train_seconds": train_s}
     (OUT / "results.json").write_text(json.dumps(summary, indent=2))
@@ -267,6 +285,8 @@ def main():
     print(f"learned table: no row for position {L} (IndexError); positions >= {L} reuse row {L - 1}")
     print("checks: RoPE scores depend only on i - j (same at positions 0 and 1000); "
           "'none' == nn.TransformerEncoderLayer")
+    print(f"shuffling tokens 0..{L - 2} changes the output at position {L - 1} by "
+          f"{order_change['none']:.1e} without positions (none), {order_change['learned']:.2f} with learned ones")
     print(f"machine: {summary['machine']['cpu']}, {summary['machine']['torch_threads']} threads, "
           f"torch {summary['machine']['torch']}")
 
@@ -278,6 +298,8 @@ def main():
     for s in others:
         assert rows[s]["beyond_L"] < 0.7, f"{s} should fail past the training length: {rows[s]}"
     assert summary["alibi_beyond_minus_best_other"] > 0.3, "ALiBi should beat the other schemes clearly past L"
+    fb = summary["first_position_below_90"]
+    assert fb["rope"] > max(fb["learned"], fb["sinusoidal"]), f"RoPE should degrade later than the absolute schemes: {fb}"
 
 
 if __name__ == "__main__":

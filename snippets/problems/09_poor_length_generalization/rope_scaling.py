@@ -236,10 +236,11 @@ def main():
     acc["pi_finetuned"] = accuracy_by_position(tuned, xt, yt)
     train_s = time.perf_counter() - t0
 
-    rows = {k: {"in_training_range": a[:L].mean().item(), "beyond_L": a[L:].mean().item()} for k, a in acc.items()}
+    rows = {k: {"in_training_range": a[:L].mean().item(), "beyond_L": a[L:].mean().item(),
+                "last_quarter": a[3 * TEST_LEN // 4:].mean().item()} for k, a in acc.items()}
     curves = {k: a.reshape(-1, BUCKET).mean(1).tolist() for k, a in acc.items()}
     summary = {"machine": {**machine_info(), "device": args.device},
-               "config": {"train_len": L, "scale": S, "test_len": TEST_LEN, "head_dim": DH, "steps": STEPS,
+               "config": {"train_len": L, "scale": S, "test_len": TEST_LEN, "last_quarter_from": 3 * TEST_LEN // 4, "head_dim": DH, "steps": STEPS,
                           "batch": BATCH, "ft_steps": FT_STEPS, "ft_batch": FT_BATCH, "ft_len": TEST_LEN,
                           "ft_tokens_over_train_tokens": FT_STEPS * FT_BATCH * TEST_LEN / (STEPS * BATCH * L),
                           "test_sequences": N_TEST, "seed": SEED},
@@ -284,6 +285,9 @@ def main():
     assert summary["pi_in_range_drop"] > 0.015, "PI without fine-tuning should blur short distances a little"
     assert rows["ntk"]["in_training_range"] > 0.98, "NTK keeps the fast pairs, so short range stays intact"
     assert fb["rope"] < fb["ntk"] < TEST_LEN, f"NTK should hold further than plain RoPE, but not to {TEST_LEN}: {fb}"
+    assert rows["ntk"]["last_quarter"] < 0.5, f"NTK should collapse before s*L: {rows['ntk']}"
+    assert abs(rows["pi"]["beyond_L"] - rows["pi"]["in_training_range"]) < 0.05, \
+        f"PI should hold the same accuracy over the whole new length: {rows['pi']}"
     for part in ("in_training_range", "beyond_L"):
         assert rows["pi_finetuned"][part] > max(0.96, rows["pi"][part] + 0.01), \
             f"a short fine-tune at the new length should repair PI: {rows['pi_finetuned']} vs {rows['pi']}"

@@ -8,7 +8,8 @@ data, same initial weights per layout:
     Pre-LN,  constant lr            Post-LN, constant lr + gradient clipping at 1.0
 
 The script checks which runs learn the task (final loss far below chance,
-ln 16) and which stay at chance.
+ln 16) and which stay at chance, and repeats all four runs with other seeds
+(initial weights and batches), asserting the same split for every seed.
 
 Run from the repo root:  python snippets/problems/10_training_instability/warmup.py
 """
@@ -28,6 +29,7 @@ SEED = 0
 VOCAB, T, BATCH = 16, 8, 32
 D_MODEL, HEADS, D_FF, LAYERS = 32, 4, 128, 6
 LR, STEPS, WARMUP = 1e-2, 150, 30
+SEEDS = [0, 1, 2]  # seed s: initial weights from s, batches from s + 1; seed 0 is the run in the figure
 RUNS = {  # name: (norm_first, warm-up steps, clip max-norm)
     "post_ln": (False, 0, None),
     "post_ln_warmup": (False, WARMUP, None),
@@ -58,13 +60,13 @@ class TinyEncoder(nn.Module):
 
 
 # --8<-- [start:core]
-def train(norm_first, warmup_steps, clip, device="cpu"):
-    torch.manual_seed(SEED)  # same initial weights for every run of one layout
+def train(norm_first, warmup_steps, clip, seed=SEED, device="cpu"):
+    torch.manual_seed(seed)  # same initial weights for every run of one layout
     model = TinyEncoder(norm_first).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.9, 0.98), foreach=True)
     ramp = (lambda step: min(1.0, (step + 1) / warmup_steps)) if warmup_steps else (lambda step: 1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, ramp)  # linear warm-up, then constant
-    data = torch.Generator().manual_seed(1)  # same batches for every run
+    data = torch.Generator().manual_seed(seed + 1)  # same batches for every run with this seed
     losses = []
     for _ in range(STEPS):
         x = torch.randint(0, VOCAB, (BATCH, T), generator=data).to(device)  # (B, T)
@@ -135,28 +137,38 @@ def main():
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
 
-    curves = {name: train(*cfg, device=args.device) for name, cfg in RUNS.items()}
+    curves = {name: train(*cfg, device=args.device) for name, cfg in RUNS.items()}  # seed 0, plotted
     final = {name: sum(c[-20:]) / 20 for name, c in curves.items()}  # mean of the last 20 steps
+    by_seed = {name: [final[name]] for name in RUNS}
+    for seed in SEEDS[1:]:
+        for name, cfg in RUNS.items():
+            c = train(*cfg, seed=seed, device=args.device)
+            by_seed[name].append(sum(c[-20:]) / 20)
     chance = math.log(VOCAB)
     results = {"machine": {**machine_info(), "device": args.device},
                "config": {"vocab": VOCAB, "seq": T, "batch": BATCH, "d_model": D_MODEL, "heads": HEADS,
                           "d_ff": D_FF, "layers": LAYERS, "lr": LR, "steps": STEPS, "warmup": WARMUP,
-                          "optimizer": "Adam(0.9, 0.98)", "seed": SEED},
+                          "optimizer": "Adam(0.9, 0.98)", "seed": SEED, "seeds": SEEDS, "n_seeds": len(SEEDS)},
                "chance_loss": chance, "final_loss": final,
+               "final_loss_by_seed": by_seed,
+               "final_loss_range": {k: {"min": min(v), "max": max(v)} for k, v in by_seed.items()},
                "final_over_chance": {k: v / chance for k, v in final.items()},
                "losses": {k: [round(v, 4) for v in c] for k, c in curves.items()}}
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     plot(curves, OUT / "warmup.svg")
 
     print(f"reverse {T} tokens, {LAYERS} layers, Adam lr {LR:g}, {STEPS} steps; chance loss ln {VOCAB} = {chance:.3f}")
+    print(f"  {'final loss (mean of the last 20 steps), seeds':<34}" + "".join(f"{s:>8}" for s in SEEDS))
     for name in RUNS:
-        print(f"  {LABELS[name][0]:<32} final loss {final[name]:.3f}")
+        print(f"  {LABELS[name][0]:<34}" + "".join(f"{v:>8.3f}" for v in by_seed[name]))
 
-    # The claims the page makes.
-    assert final["post_ln"] > 0.8 * chance, "Post-LN without warm-up was expected to stay near chance"
-    assert final["post_ln_warmup"] < 0.25 * chance, "Post-LN with warm-up should learn the task"
-    assert final["pre_ln"] < 0.25 * chance, "Pre-LN without warm-up should learn the task"
-    assert final["post_ln_clip"] > 0.8 * chance, "clipping alone was expected not to rescue Post-LN here"
+    # The claims the page makes, for every seed.
+    for i, seed in enumerate(SEEDS):
+        f = {k: v[i] for k, v in by_seed.items()}
+        assert f["post_ln"] > 0.8 * chance, f"seed {seed}: Post-LN without warm-up was expected to stay near chance"
+        assert f["post_ln_warmup"] < 0.25 * chance, f"seed {seed}: Post-LN with warm-up should learn the task"
+        assert f["pre_ln"] < 0.25 * chance, f"seed {seed}: Pre-LN without warm-up should learn the task"
+        assert f["post_ln_clip"] > 0.8 * chance, f"seed {seed}: clipping alone was expected not to rescue Post-LN"
 
 
 if __name__ == "__main__":

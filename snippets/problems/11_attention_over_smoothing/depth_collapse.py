@@ -167,6 +167,9 @@ def main():
     log_ratio = [math.log(res_pure[l + 1]) / math.log(res_pure[l]) for l in (1, 2)]  # before float64's floor
     keys = {"pure attention": "pure", "pure attention + LayerNorm": "pure_ln", "attention + skip": "skip",
             "Post-LN block (skip, MLP, LN)": "post_ln_block", "Pre-LN block (skip, MLP, LN)": "pre_ln_block"}
+    # the first depth at which the residual is at float64's floor (below 1e-12), with and without LayerNorm
+    floor_depth = {keys[k]: next((l for l, r in enumerate(traces[k][1]) if r < 1e-12), None)
+                   for k in ("pure attention", "pure attention + LayerNorm")}
     results = {"machine": {**machine_info(), "device": args.device},
                "config": {"batch": B, "tokens": T, "d_model": D, "heads": H, "depth": DEPTH, "dtype": "float64",
                           "seed": SEED, "init": "PyTorch defaults, a fresh layer per depth"},
@@ -174,6 +177,7 @@ def main():
                "residual": {keys[n]: r for n, (c, r) in traces.items()},
                "at_depth": {str(l): {keys[n]: {"cosine": c[l], "residual": r[l]} for n, (c, r) in traces.items()}
                             for l in (1, 2, 3, 6, 12, DEPTH)},
+               "floor_depth": floor_depth,
                "pure_log_residual_ratio": {"layer2_over_layer1": log_ratio[0], "layer3_over_layer2": log_ratio[1]},
                "init_attention": {"mean_max_weight": init_max_weight, "uniform": 1 / T},
                "convex_hull": {"diameter": diam, "first": diam[0], "last": diam[-1]}}
@@ -194,13 +198,17 @@ def main():
     for k, by in (("pure attention", 3), ("pure attention + LayerNorm", 6)):
         cos, res = traces[k]
         assert cos[by] > 0.99 and res[by] < 1e-6, f"{k}: tokens should coincide after {by} layers"
+    # LayerNorm only delays it, by a layer or two.
+    assert floor_depth["pure"] is not None and floor_depth["pure_ln"] is not None, floor_depth
+    assert 1 <= floor_depth["pure_ln"] - floor_depth["pure"] <= 2, f"LayerNorm should delay by 1-2 layers: {floor_depth}"
     # Doubly exponential: log(residual) is multiplied (not just shifted) by each layer.
     assert all(r > 2 for r in log_ratio), f"pure attention should collapse faster than exponentially: {log_ratio}"
     for k in ("attention + skip", "Post-LN block (skip, MLP, LN)", "Pre-LN block (skip, MLP, LN)"):
         cos, res = traces[k]
         assert cos[DEPTH] < 0.95 and min(res) > 0.2, f"{k}: the skip path should keep tokens apart"
-    cos_skip = traces["attention + skip"][0]
-    assert cos_skip[DEPTH] > cos_skip[0] + 0.1, "with a skip, similarity should still creep up (slowed, not stopped)"
+    for k in ("attention + skip", "Post-LN block (skip, MLP, LN)", "Pre-LN block (skip, MLP, LN)"):
+        cos = traces[k][0]
+        assert cos[DEPTH] > cos[0] + 0.1, f"{k}: with a skip, similarity should still creep up (slowed, not stopped)"
     floor = 1e-12 * diam[0]  # float64 rounding once the tokens coincide
     assert all(b <= a + floor for a, b in zip(diam, diam[1:])), "a convex average spread tokens apart"
     assert diam[-1] < 1e-3 * diam[0], "the token set should shrink to (almost) a point"

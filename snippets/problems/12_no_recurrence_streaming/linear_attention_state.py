@@ -211,6 +211,10 @@ def main():
     assert rec[str(D)]["best_dxd_state"] < 1e-8, "n = d independent pairs fit a d x d state exactly"
     assert big["best_dxd_state"] > 0.5 and big["additive_state"] > 0.5, "n = 4d pairs cannot fit"
     assert rec[str(RECALL_NS[0])]["additive_state"] < big["additive_state"], "crosstalk should grow with n"
+    small = rec[str(RECALL_NS[0])]
+    assert small["additive_state"] > 0.1, f"the additive state should already blur at n = {RECALL_NS[0]}: {small}"
+    assert all(r["best_dxd_state"] < 1e-8 for r in recall_rows if r["n"] <= D), "n <= d pairs fit a d x d state exactly"
+    assert small["elu_linear_attention"] > small["additive_state"], f"elu+1 should blur more at n = {small['n']}: {small}"
 
     results = {"machine": machine_info() | {"device": dev},
                "config": {"batch": B, "heads": H, "head_dim": D, "chunk": CHUNK, "sharp_scale": SHARP},
