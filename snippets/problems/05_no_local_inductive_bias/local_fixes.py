@@ -172,7 +172,13 @@ def main():
     assert 0.8 < profiles["no_bias"]["near_over_far"] < 1.25, "without the bias, no locality"
     assert profiles["locality_init"]["near_over_far"] > 10, "the distance bias should make attention local"
 
-    scores = {"full": N * N, "window": int(mask.sum().item()),
+    # Scores per head and image: the unfold computes k*k per token, including window slots that hang over
+    # the border (zero-padded, then masked to -inf); the valid ones are exactly the mask's True entries.
+    ks = 2 * R + 1
+    inside = F.unfold(torch.ones(1, 1, GH, GW, device=dev), ks, padding=R)  # (1, ks*ks, N): 1 inside the grid
+    assert int(inside.sum()) == int(mask.sum()), "unfold window and SDPA mask should allow the same pairs"
+    scores = {"full": N * N, "window_computed": N * ks * ks, "window": int(mask.sum().item()),
+              "window_padding": N * ks * ks - int(mask.sum().item()),
               "window_at_56x56_7x7": 56 * 56 * 49, "full_at_56x56": (56 * 56) ** 2}
     results = {
         "machine": {**machine_info(), "device": dev},
@@ -187,7 +193,8 @@ def main():
     e = results["max_abs_err"]
     print(f"grid {GH}x{GW} = {N} tokens, {H} heads, d={D}")
     print(f"3x3 neighbourhood attention (unfold) vs SDPA + mask: max diff {e['window_vs_sdpa_mask']:.1e}; "
-          f"scores {scores['window']} of {scores['full']}")
+          f"scores computed {scores['window_computed']} ({scores['window_padding']} of them border padding, masked) "
+          f"instead of {scores['full']}")
     print(f"relative bias, shift by {shift}:  max |f(Tx) - T f(x)| = {e['relbias_translation']:.1e}")
     print(f"relative bias, random shuffle:    max |f(Px) - P f(x)| = {perm_err:.2f}")
     print(f"absolute positions, shift:        max |f(Tx) - T f(x)| = {abs_err:.2f}")

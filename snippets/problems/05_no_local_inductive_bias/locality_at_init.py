@@ -158,6 +158,8 @@ def main():
     # The claims the page makes.
     assert 0.8 < summary["attention"]["near_over_far"] < 1.25, \
         f"attention at init should not favour neighbours: near/far = {summary['attention']['near_over_far']:.2f}"
+    share_ratio = summary["attention"]["share_within_1_5"] / summary["uniform_share_within_1_5"]
+    assert 0.85 < share_ratio < 1.15, f"the 3x3 neighbourhood should get about its share of the grid: {share_ratio:.3f}"
     assert summary["attention"]["min_grad"] > 0, "every token should influence the centre through attention"
     assert summary["conv"]["share_beyond_2"] == 0.0, "two 3x3 convs cannot see beyond 2 tokens"
     assert summary["conv"]["share_within_1_5"] > 2 * summary["attention"]["share_within_1_5"], \

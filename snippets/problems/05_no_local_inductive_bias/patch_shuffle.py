@@ -174,6 +174,7 @@ def main():
     p_vit, p_vit_s = probs["vit"]
     p_cnn, p_cnn_s = probs["cnn"]
     torch.testing.assert_close(p_vit_s, p_vit, atol=1e-5, rtol=1e-4)  # same probabilities, digit by digit
+    assert acc["vit_shuffled"] == acc["vit_original"], "the page says the no-position ViT scores exactly the same"
     assert acc["vit_original"] > 0.3 and acc["cnn_original"] > 0.7, f"models should beat chance (0.1): {acc}"
     assert acc["cnn_shuffled"] < acc["cnn_original"] - 0.2, "the CNN should be hurt by shuffled patches"
     assert acc["vit_pos_shuffled"] < acc["vit_pos_original"] - 0.1, "with positions the ViT should notice"
