@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 
@@ -150,6 +151,17 @@ def check_roofline(r: dict) -> None:
     fused_ms = r["parts"]["fused_attention"]["ms"]
     check_ms_pair(v["fused"], fused_ms, r["unfused_total_ms"], "fused")
     check_comparison(v["fused"], fused_ms, r["unfused_total_ms"], "fused")
+    # the softmax on the score matrix, against the bandwidth roof (the add's GB/s)
+    f, text = r["parts"]["softmax"]["fraction_of_roof"], v["softmax_roof"]
+    shown = re.search(r"^reached (?:only )?(\d+)% of the bandwidth roof", text)
+    assert shown and abs(int(shown.group(1)) - 100 * f) <= 0.5 + 1e-9, f"share of roof {f:.3f} vs {text!r}"
+    if f >= 0.7:
+        assert "only" not in text and "as the roofline predicts" in text, f"share of roof {f:.2f}: {text!r}"
+    elif f >= 0.4:
+        assert "only" in text and "part of its time, not all of it" in text, f"share of roof {f:.2f}: {text!r}"
+    else:
+        assert "only" in text and "something other than moving bytes" in text, f"share of roof {f:.2f}: {text!r}"
+        assert re.findall(r"(\d+)%", text)[1] == shown.group(1), text
     one = r.get("one_core")
     if not one:
         assert v["softmax"] == "not measured on this device"
@@ -193,6 +205,104 @@ def check_window_attention(r: dict) -> None:
         check_comparison(v[key], row["window_ms"], row["global_ms"], key)
 
 
+def check_attribution(r: dict) -> None:
+    """problems/15_poor_interpretability/attribution: one layer's raw map against rollout and |grad x input|."""
+    hit, text = r["finds_match"], r["verdicts"]["raw_vs_methods"]
+    words = "as often as|more often than|less often than"
+    m = re.fullmatch(rf"the raw layer-1 map picked the match in (\d+\.\d)% of the sequences, ({words}) rollout "
+                     rf"\((\d+\.\d)%\) and ({words}) \|gradient × input\| \((\d+\.\d)%\)", text)
+    assert m, text
+    raw = hit["layer1_attention"]
+    for shown, value in ((m.group(1), raw), (m.group(3), hit["rollout"]), (m.group(5), hit["grad_x_input_abs"])):
+        assert abs(float(shown) / 100 - value) <= 0.0005 + 1e-9, f"{shown}% is not {value:.4f}: {text!r}"
+    n = r["config"]["test"]  # hit rates are multiples of 1/n: equal, or at least 1/n apart
+    for word, other in ((m.group(2), hit["rollout"]), (m.group(4), hit["grad_x_input_abs"])):
+        expected = "as often as" if abs(raw - other) < 0.5 / n else "more often than" if raw > other else "less often than"
+        assert word == expected, f"raw {raw:.4f} vs {other:.4f}: says {word!r}: {text!r}"
+
+
+def check_speculative(r: dict) -> None:
+    """problems/04_slow_autoregressive_decoding/speculative: which k was fastest, and where the formula peaks."""
+    v, rows = r["verdicts"], r["rows"]
+    best = max(rows, key=lambda row: row["speedup"])
+    text = v["k_ranking"]
+    assert f"The highest median speed-up, {best['speedup']:.2f} times, was at k = {best['k']}," in text, text
+    overlap = {row["k"] for row in rows if row is not best
+               and row["speedup_max"] >= best["speedup_min"] and row["speedup_min"] <= best["speedup_max"]}
+    if overlap:
+        m = re.search(r"the ranges? of k = ([\d, and]+) over the (\d+) repeats overlaps? its range", text)
+        assert m and "does not tell" in text, f"ranges overlap ({sorted(overlap)}), but: {text!r}"
+        assert {int(k) for k in re.findall(r"\d+", m.group(1))} == overlap, f"overlapping k {sorted(overlap)}: {text!r}"
+        assert int(m.group(2)) == r["config"]["repeats"], text
+        assert "faster in every one" not in text, text
+    else:
+        assert all(row["speedup_max"] < best["speedup_min"] for row in rows if row is not best), rows
+        assert f"faster in every one of the {r['config']['repeats']} repeats" in text and "does not tell" not in text, text
+    alpha, c, ks = r["alpha"], r["cost_ratio_c"], r["config"]["ks"]
+    formula = lambda k: (1 - alpha ** (k + 1)) / ((1 - alpha) * (k * c + 1))  # noqa: E731
+    k_star = max(range(1, 65), key=formula)
+    peak = v["formula_peak"]
+    assert peak.startswith(f"at k = {k_star}") and r["formula_peak"]["k"] == k_star, f"formula peaks at {k_star}: {peak!r}"
+    assert ("beyond the largest k tried here" in peak) == (k_star > max(ks)), f"k* = {k_star}, ks = {ks}: {peak!r}"
+    for row in rows:  # the per-k numbers the sentences rest on
+        assert row["speedup_min"] <= row["speedup"] <= row["speedup_max"], row
+
+
+
+def _se(seeds) -> float:
+    """Standard error of the mean over seeds, recomputed from the seeds themselves."""
+    n = len(seeds)
+    m = sum(seeds) / n
+    return (sum((s - m) ** 2 for s in seeds) / (n - 1)) ** 0.5 / n ** 0.5 if n > 1 else 0.0
+
+
+def check_crossover(r: dict) -> None:
+    """learning_curves' sentence on the full split: CNN still ahead, level, or overtaken, at two standard errors."""
+    n = r["sizes"][-1]
+    seeds = r["gap"][str(n)]["seeds"]
+    m, se, text = sum(seeds) / len(seeds), _se(seeds), r["verdicts"]["crossover"]
+    if m > 2 * se:
+        assert text.startswith("It does **not** show the crossover") and "still ahead" in text, f"{m:+.4f} ± {se:.4f}: {text!r}"
+    elif m < -2 * se:
+        assert "the ViT overtakes the CNN" in text and "not" not in text, f"{m:+.4f} ± {se:.4f}: {text!r}"
+    else:
+        assert "level within two standard errors" in text and "still ahead" not in text, f"{m:+.4f} ± {se:.4f}: {text!r}"
+    shown = re.search(r"(?:by (\d\.\d{3}) \(|\(gap ([+-]\d\.\d{3}), )standard error (\d\.\d{3})\)", text)
+    assert shown, f"no gap and standard error in {text!r}"
+    value = abs(float(shown.group(1) or shown.group(2)))
+    assert abs(value - abs(m)) <= 0.0005 + 1e-9 and abs(float(shown.group(3)) - se) <= 0.0005 + 1e-9, \
+        f"gap {m:+.4f}, standard error {se:.4f}: {text!r}"
+    assert f"of {n} images" in text and f"ahead for {sum(g > 0 for g in seeds)} of {len(seeds)} seeds" in text, text
+
+
+def check_learning_curves(r: dict) -> None:
+    """problems/06_data_hungry/learning_curves: does the CNN-ViT gap narrow at every step up in size?"""
+    sizes, gap, text = r["sizes"], r["gap"], r["verdicts"]["gap_trend"]
+    means = [sum(gap[str(n)]["seeds"]) / len(gap[str(n)]["seeds"]) for n in sizes]
+    listed = re.search(r"\(((?:-?\d+\.\d{3}, )+-?\d+\.\d{3})\)", text)
+    assert listed, f"gap_trend should list the mean gaps: {text!r}"
+    shown = [float(v) for v in listed.group(1).split(", ")]
+    assert len(shown) == len(sizes) and all(abs(s - m) <= 0.0005 + 1e-9 for s, m in zip(shown, means)), \
+        f"gap_trend lists {shown}, the seeds give {[round(m, 4) for m in means]}: {text!r}"
+    check_crossover(r)
+    rises = [(a, b, i) for i, (a, b) in enumerate(zip(sizes, sizes[1:])) if means[i + 1] > means[i]]
+    if not rises:
+        assert text.startswith("narrows at every step") and "widens" not in text, f"no rise, but: {text!r}"
+        return
+    assert text.startswith("narrows overall but not at every step"), f"the gap rises at {rises}, but: {text!r}"
+    assert text.count("widens") == len(rises), f"{len(rises)} rise(s) expected in {text!r}"
+    for a, b, i in rises:
+        two_se = 2 * math.hypot(_se(gap[str(a)]["seeds"]), _se(gap[str(b)]["seeds"]))
+        m = re.search(rf"from {a} to {b} images it widens from (-?\d\.\d{{3}}) to (-?\d\.\d{{3}}) \(\+(\d\.\d{{3}}), "
+                      rf"(within|more than) two standard errors of the difference, (\d\.\d{{3}})\)", text)
+        assert m, f"no sentence for the rise from {a} to {b}: {text!r}"
+        rise = means[i + 1] - means[i]
+        for got, want in ((m.group(1), means[i]), (m.group(2), means[i + 1]), (m.group(3), rise), (m.group(5), two_se)):
+            assert abs(float(got) - want) <= 0.0005 + 1e-9, f"{got} is not {want:.4f}: {text!r}"
+        assert m.group(4) == ("within" if rise <= two_se else "more than"), \
+            f"rise {rise:.4f} against 2 SE {two_se:.4f}, but says {m.group(4)!r}: {text!r}"
+
+
 CHECKS = {
     "problems/18_realtime_deployment/fixes": check_fixes,
     "problems/18_realtime_deployment/latency_profile": check_latency_profile,
@@ -200,6 +310,9 @@ CHECKS = {
     "problems/17_hardware_inefficiency/tiled_attention": check_tiled_attention,
     "problems/16_inefficient_dense_inputs/tokens_vs_resolution": check_tokens_vs_resolution,
     "problems/16_inefficient_dense_inputs/window_attention": check_window_attention,
+    "problems/15_poor_interpretability/attribution": check_attribution,
+    "problems/04_slow_autoregressive_decoding/speculative": check_speculative,
+    "problems/06_data_hungry/learning_curves": check_learning_curves,
 }
 
 
@@ -358,10 +471,10 @@ def test_latency_profile_verdicts_follow_the_numbers(args):
 def test_roofline_softmax_verdict_follows_the_slowdown(slowdown):
     rl = _snippet("problems/17_hardware_inefficiency/roofline")
     verdict = rl.softmax_verdict(slowdown)
-    result = {"parts": {"fused_attention": {"ms": 88.0}}, "unfused_total_ms": 130.0,
+    result = {"parts": {"fused_attention": {"ms": 88.0}, "softmax": {"fraction_of_roof": 0.3}}, "unfused_total_ms": 130.0,
               "one_core": {"memory_slowdown": slowdown, "verdict": verdict},
               "verdicts": {"fused": f"took 88.0 ms against 130.0 ms for the three parts together: {rl.compare(88.0, 130.0)}",
-                           "softmax": verdict}}
+                           "softmax": verdict, "softmax_roof": rl.softmax_roof_verdict(0.3)}}
     check_roofline(result)
     for wrong in (rl.softmax_verdict(s) for s in (0.95, 1.2, 1.6)):
         if wrong != verdict:  # the verdict written for another slowdown must be rejected
@@ -373,6 +486,56 @@ def test_roofline_softmax_verdict_follows_the_slowdown(slowdown):
     bad["verdicts"]["fused"] = bad["verdicts"]["fused"].replace("faster", "slower")
     with pytest.raises(AssertionError):
         check_roofline(bad)
+
+
+@pytest.mark.parametrize("share", [0.12, 0.35, 0.45, 0.69, 0.75, 0.95])
+def test_roofline_softmax_roof_verdict_follows_the_share(share):
+    rl = _snippet("problems/17_hardware_inefficiency/roofline")
+    result = {"parts": {"fused_attention": {"ms": 88.0}, "softmax": {"fraction_of_roof": share}}, "unfused_total_ms": 130.0,
+              "verdicts": {"fused": f"took 88.0 ms against 130.0 ms for the three parts together: {rl.compare(88.0, 130.0)}",
+                           "softmax": "not measured on this device", "softmax_roof": rl.softmax_roof_verdict(share)}}
+    check_roofline(result)
+    for other in (0.2, 0.5, 0.9, share + 0.05):  # a verdict written for another share must be rejected
+        wrong = rl.softmax_roof_verdict(other)
+        if wrong != result["verdicts"]["softmax_roof"]:
+            bad = copy.deepcopy(result)
+            bad["verdicts"]["softmax_roof"] = wrong
+            with pytest.raises(AssertionError):
+                check_roofline(bad)
+
+
+def _hits(raw, rollout, gxi):
+    return {"layer1_attention": raw, "layer2_attention": raw, "rollout": rollout, "grad_x_input_abs": gxi,
+            "grad_x_input_signed": gxi}
+
+
+@pytest.mark.parametrize("rates", [(1.0, 1.0, 0.894), (0.999, 1.0, 0.9), (0.95, 0.9, 0.96), (0.9, 0.9, 0.9)])
+def test_attribution_verdict_follows_the_rates(rates):
+    at = _snippet("problems/15_poor_interpretability/attribution")
+    hit = _hits(*rates)
+    result = {"finds_match": hit, "config": {"test": 1000}, "verdicts": at.verdicts(hit)}
+    check_attribution(result)
+    swaps = [("as often as", "more often than"), ("more often than", "less often than"),
+             ("less often than", "as often as")]
+    for i in range(2):  # each of the two comparison words, swapped, must be rejected
+        bad = copy.deepcopy(result)
+        text, done = bad["verdicts"]["raw_vs_methods"], False
+        parts = text.split(" rollout ")
+        target = 0 if i == 0 else 1
+        for a, b in swaps:
+            if a in parts[target]:
+                parts[target] = parts[target].replace(a, b, 1)
+                done = True
+                break
+        assert done, text
+        bad["verdicts"]["raw_vs_methods"] = " rollout ".join(parts)
+        with pytest.raises(AssertionError):
+            check_attribution(bad)
+    bad = copy.deepcopy(result)
+    bad["verdicts"]["raw_vs_methods"] = bad["verdicts"]["raw_vs_methods"].replace(f"{rates[1]:.1%}", "50.0%", 1)
+    if bad["verdicts"]["raw_vs_methods"] != result["verdicts"]["raw_vs_methods"]:
+        with pytest.raises(AssertionError):
+            check_attribution(bad)
 
 
 @pytest.mark.parametrize("rel", ["problems/17_hardware_inefficiency/tiled_attention",
@@ -415,3 +578,94 @@ def test_tokens_check_rejects_a_wrong_share():
     result["verdicts"]["layer_224"] = text.replace("4.6%", "14.6%")
     with pytest.raises(AssertionError):
         check_tokens_vs_resolution(result)
+
+
+def _spec_rows(speedups):
+    """Synthetic speculative.py rows: {k: (min, median, max)}."""
+    return [{"k": k, "speedup_min": lo, "speedup": med, "speedup_max": hi} for k, (lo, med, hi) in speedups.items()]
+
+
+SPEC_CASES = {
+    "ranges overlap": ({1: (1.0, 1.1, 1.2), 2: (1.15, 1.3, 1.4), 3: (1.2, 1.35, 1.5), 6: (0.8, 0.9, 1.0)}, 0.8, 0.1),
+    "one overlaps": ({1: (1.0, 1.1, 1.2), 3: (1.15, 1.3, 1.4), 6: (0.8, 0.9, 1.0)}, 0.9, 0.05),
+    "clear winner": ({1: (1.0, 1.1, 1.2), 2: (1.3, 1.4, 1.5), 4: (0.9, 1.0, 1.1)}, 0.7, 0.2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPEC_CASES))
+def test_speculative_verdicts_follow_the_numbers(case):
+    spec = _snippet("problems/04_slow_autoregressive_decoding/speculative")
+    speedups, alpha, c = SPEC_CASES[case]
+    rows = _spec_rows(speedups)
+    ks = sorted(speedups)
+    peak = spec.formula_peak(alpha, c)
+    result = {"rows": rows, "alpha": alpha, "cost_ratio_c": c, "formula_peak": peak,
+              "config": {"repeats": 5, "ks": ks}, "verdicts": spec.k_verdicts(rows, 5, peak, ks)}
+    check_speculative(result)
+    assert ("does not tell" in result["verdicts"]["k_ranking"]) == (case != "clear winner")
+    assert ("beyond" in result["verdicts"]["formula_peak"]) == (peak["k"] > max(ks))
+    bad = copy.deepcopy(result)  # a ranking written for other numbers is rejected
+    bad["rows"][0]["speedup"], bad["rows"][0]["speedup_max"] = 9.0, 9.5
+    with pytest.raises(AssertionError):
+        check_speculative(bad)
+    bad = copy.deepcopy(result)  # a peak written for another alpha is rejected
+    bad["verdicts"]["formula_peak"] = spec.k_verdicts(rows, 5, spec.formula_peak(0.99, 0.01), ks)["formula_peak"]
+    with pytest.raises(AssertionError):
+        check_speculative(bad)
+    bad = copy.deepcopy(result)  # the other ranking sentence is rejected
+    other = copy.deepcopy(rows)
+    for row in other:
+        row["speedup_min"], row["speedup_max"] = (row["speedup"], row["speedup"])
+    if case == "clear winner":
+        other[0]["speedup_max"] = other[1]["speedup"]  # make k=1 overlap the winner
+    bad["verdicts"]["k_ranking"] = spec.k_verdicts(other, 5, peak, ks)["k_ranking"]
+    with pytest.raises(AssertionError):
+        check_speculative(bad)
+
+
+def _gap(means_and_seeds):
+    return {str(n): {"mean": sum(s) / len(s), "se": _se(s), "seeds": s} for n, s in means_and_seeds.items()}
+
+
+GAP_CASES = {
+    "narrows at every step": {50: [0.30, 0.28, 0.26], 100: [0.20, 0.21, 0.19], 1297: [0.05, 0.06, 0.04]},
+    "small rise, within noise": {50: [0.30, 0.28, 0.26], 500: [0.08, 0.10, 0.06], 1297: [0.11, 0.05, 0.12]},
+    "large rise": {50: [0.30, 0.28, 0.26], 500: [0.05, 0.05, 0.06], 1297: [0.15, 0.16, 0.15]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(GAP_CASES))
+def test_learning_curves_gap_verdict_follows_the_numbers(case):
+    lc = _snippet("problems/06_data_hungry/learning_curves")
+    gap = _gap(GAP_CASES[case])
+    sizes = [int(n) for n in gap]
+    result = {"sizes": sizes, "gap": gap, "verdicts": {"gap_trend": lc.gap_trend(sizes, gap),
+                                                       "crossover": lc.crossover(sizes[-1], gap[str(sizes[-1])])}}
+    check_learning_curves(result)
+    text = result["verdicts"]["gap_trend"]
+    assert ("widens" in text) == (case != "narrows at every step")
+    for pairs in ([("narrows at every step", "narrows overall but not at every step")],
+                  [("narrows overall but not at every step", "narrows at every step")],
+                  [("within", "more than"), ("more than", "within")]):
+        if any(a in text for a, _ in pairs):
+            bad = copy.deepcopy(result)
+            bad["verdicts"]["gap_trend"] = _swap_first(text, pairs)
+            with pytest.raises(AssertionError):
+                check_learning_curves(bad)
+
+
+@pytest.mark.parametrize("last", [[0.03, 0.02, 0.04, 0.01], [0.03, -0.02, 0.01, -0.01], [-0.03, -0.04, -0.02, -0.05]])
+def test_learning_curves_crossover_verdict_follows_the_numbers(last):
+    lc = _snippet("problems/06_data_hungry/learning_curves")
+    gap = _gap({50: [0.30, 0.28, 0.26, 0.27], 1297: last})
+    result = {"sizes": [50, 1297], "gap": gap, "verdicts": {"gap_trend": lc.gap_trend([50, 1297], gap),
+                                                            "crossover": lc.crossover(1297, gap["1297"])}}
+    check_learning_curves(result)
+    text = result["verdicts"]["crossover"]
+    for wrong in (lc.crossover(1297, _gap({1297: s})["1297"]) for s in ([0.03, 0.02, 0.04, 0.01], [0.03, -0.02, 0.01, -0.01],
+                                                                      [-0.03, -0.04, -0.02, -0.05])):
+        if wrong != text:
+            bad = copy.deepcopy(result)
+            bad["verdicts"]["crossover"] = wrong
+            with pytest.raises(AssertionError):
+                check_learning_curves(bad)

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 OUT = Path(os.environ.get("SNIPPET_OUT", Path(__file__).stem + "_out"))
 SEED = 0
-# One thread: batch-1 decoding runs small matmuls that gain little from more cores, and one
-# thread keeps the timings steady when other processes share the CPU. Try os.cpu_count().
+# One thread: then every op runs on the calling thread, so that thread's CPU time is the whole
+# cost of a step, and time the OS gives to other processes is not counted. Try os.cpu_count().
 THREADS = 1
 # With one torch thread every op runs on the calling thread, so that thread's CPU
 # time is the step's cost; unlike wall time it does not count time the OS gave to
@@ -36,7 +36,7 @@ CLOCK = time.thread_time
 VOCAB, D_MODEL, N_LAYERS, N_HEADS = 64, 256, 4, 4
 PROMPT_LEN, N_NEW = 8, 120  # generated positions 8 .. 127, as in no_cache.py
 BIN = 15
-ROUNDS = 1  # timing rounds: cached, uncached, cached (the cached run is cheap)
+ROUNDS = 3  # timing rounds: cached, uncached, cached (the cached run is cheap); 3 uncached runs, as in no_cache.py
 
 
 # --8<-- [start:core]
@@ -216,7 +216,8 @@ def main():
               f"{f['last_bin_ms']:>8.2f} {f['slope_us_per_position']:>12.1f}")
     print(f"speedup from the cache: {speedup:.1f}x; cache size {cache_bytes / 1024:.0f} KiB for {cached_len} tokens "
           f"({cache_bytes // cached_len} bytes per token = 2 x {N_LAYERS} layers x {D_MODEL} x 4 B)")
-    print(f"machine: {m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}")
+    print(f"machine: {m['cpu']}, {m['torch_threads']} torch thread{'' if m['torch_threads'] == 1 else 's'}, "
+          f"torch {m['torch']}")
 
     # 4) The claims the page makes.
     # measured ~5x on a quiet 2-core machine; 1.55x once under heavy load from other work

@@ -26,13 +26,17 @@ import torch.nn.functional as F
 
 OUT = Path(os.environ.get("SNIPPET_OUT", Path(__file__).stem + "_out"))
 SEED = 0
-# One thread: batch-1 decoding runs small matmuls that gain little from more cores, and one
-# thread keeps the timings steady when other processes share the CPU. Try os.cpu_count().
+# One thread: then every op runs on the calling thread, so that thread's CPU time is the whole
+# cost of a step, and time the OS gives to other processes is not counted. Try os.cpu_count().
 THREADS = 1
+# With one torch thread every op runs on the calling thread, so that thread's CPU
+# time is the step's cost; unlike wall time it does not count time the OS gave to
+# other processes. kv_cache.py and speculative.py time with the same clock.
+CLOCK = time.thread_time
 VOCAB, D_MODEL, N_LAYERS, N_HEADS = 64, 256, 4, 4
 PROMPT_LEN, N_NEW = 8, 120  # generated positions 8 .. 127
 BIN = 15  # positions per bin for the robust per-position medians
-RUNS = 2  # timed generations; per-step minimum over runs, then median per bin
+RUNS = 3  # timed generations; per-step minimum over runs, then median per bin
 
 
 class Block(nn.Module):
@@ -72,11 +76,11 @@ def generate_no_cache(model, prompt, n_new):
     """Greedy decoding, textbook style: every step feeds the WHOLE sequence again."""
     idx, step_s = prompt, []  # idx: (1, P)
     for _ in range(n_new):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         logits = model(idx)  # (1, T, vocab): all T positions recomputed ...
         nxt = logits[:, -1].argmax(-1, keepdim=True)  # (1, 1) ... to use only the last one
         idx = torch.cat([idx, nxt], dim=1)  # (1, T + 1)
-        step_s.append(time.perf_counter() - t0)
+        step_s.append(CLOCK() - t0)
     return idx, step_s
 
 
@@ -177,26 +181,38 @@ def main():
     fit = {"slope_ms_per_position": float(slope), "slope_us_per_position": float(slope * 1e3),
            "intercept_ms": float(intercept),
            "r2": float(1 - ((by - (intercept + slope * bx)) ** 2).sum() / ((by - by.mean()) ** 2).sum())}
+    per_run = []  # the same fit for each run alone: how much one timing run differs from another
+    for _, run_step_s, _ in runs:
+        ms = np.array(run_step_s) * 1e3
+        rby = np.array([statistics.median(ms[s:s + BIN]) for s in range(0, N_NEW - BIN + 1, BIN)])
+        per_run.append({"slope_us_per_position": float(np.polyfit(bx, rby, 1)[0] * 1e3),
+                        "tokens_per_s": N_NEW / float(ms.sum() / 1e3)})
+    fit["slope_us_per_position_by_run"] = [r["slope_us_per_position"] for r in per_run]
+    fit["slope_us_per_position_min"] = min(fit["slope_us_per_position_by_run"])
+    fit["slope_us_per_position_max"] = max(fit["slope_us_per_position_by_run"])
     first, last = bins[0], bins[-1]
-    cum_s = np.cumsum(step_ms / 1e3).tolist()
-    total_s = cum_s[-1]
+    cum_s = np.cumsum(step_ms / 1e3).tolist()  # plotted: the per-step minimum, summed
     half, third = N_NEW // 2, N_NEW // 3
+    # Throughput: each run's own rate, median over runs (kv_cache.py reports it the same way).
+    run_s = [np.array(r[1]) for r in runs]
+    total_s = statistics.median(float(r.sum()) for r in run_s)
     late_over_early = float(np.median(step_ms[-third:]) / np.median(step_ms[:third]))  # robust to outliers
     summary = {
         "machine": {**machine_info(), "device": args.device},
         "config": {"vocab": VOCAB, "d_model": D_MODEL, "layers": N_LAYERS, "heads": N_HEADS,
                    "params": sum(p.numel() for p in model.parameters()), "prompt_len": PROMPT_LEN,
                    "new_tokens": N_NEW, "runs": RUNS, "bin": BIN, "seed": SEED,
-                   "timing": "per-step minimum over runs, median per bin of positions"},
+                   "timing": "thread CPU time, one torch thread; fits: per-step minimum over runs, median per bin of "
+                             "positions; tokens/s: median over runs of each run's rate"},
         "positions_processed": {"no_cache": expected_positions, "with_cache": cached_positions,
                                 "ratio": expected_positions / cached_positions},
         "fit": fit,
         "first_bin": first, "last_bin": last, "last_over_first": last["median_ms"] / first["median_ms"],
         "late_over_early": late_over_early,
         "total_s": total_s,
-        "tokens_per_s": {"overall": N_NEW / total_s,
-                         "first_half": half / sum(step_ms[:half] / 1e3),
-                         "second_half": (N_NEW - half) / sum(step_ms[half:] / 1e3)},
+        "tokens_per_s": {"overall": N_NEW / total_s, "overall_by_run": [r["tokens_per_s"] for r in per_run],
+                         "first_half": statistics.median(half / float(r[:half].sum()) for r in run_s),
+                         "second_half": statistics.median((N_NEW - half) / float(r[half:].sum()) for r in run_s)},
         "bins": bins,
     }
     (OUT / "results.json").write_text(json.dumps(summary, indent=2))
@@ -213,12 +229,18 @@ def main():
     print(f"median step, last third / first third of the steps: {late_over_early:.1f}x")
     print(f"tokens/s: first half {summary['tokens_per_s']['first_half']:.0f}, "
           f"second half {summary['tokens_per_s']['second_half']:.0f}, overall {summary['tokens_per_s']['overall']:.0f}")
+    print("each run alone: " + ", ".join(f"{r['slope_us_per_position']:.0f} µs/position, {r['tokens_per_s']:.0f} tokens/s"
+                                          for r in per_run))
     print(f"token positions pushed through the model: {expected_positions:,} "
           f"(a KV cache would need {cached_positions:,}, {summary['positions_processed']['ratio']:.0f}x fewer)")
-    print(f"machine: {m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}")
+    print(f"machine: {m['cpu']}, {m['torch_threads']} torch thread{'' if m['torch_threads'] == 1 else 's'}, "
+          f"torch {m['torch']}")
 
     # 3) The claims the page makes.
     assert slope > 0, f"latency should grow with position (fit {fit})"
+    # the page: each step costs "a fixed part plus a part proportional to the length of the text so far"
+    assert fit["r2"] > 0.9, f"a straight line should fit latency against position, R² = {fit['r2']:.2f}"
+    assert intercept > 0, f"the fixed part of a step should be positive, got {intercept:.2f} ms"
     assert late_over_early > 1.5, f"the last third of steps should be clearly slower than the first, got {late_over_early:.2f}x"
     assert summary["tokens_per_s"]["second_half"] < summary["tokens_per_s"]["first_half"], "tokens/s should drop"
 
