@@ -18,7 +18,10 @@ def repo(tmp_path):
     root = tmp_path / "repo"
     shutil.copytree(ROOT / "scripts", root / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "problems").mkdir(parents=True)
-    shutil.copy(ROOT / "problems" / "01_quadratic_complexity.yaml", root / "problems")
+    # without its `shown:` marks: they name snippets this small repository does not have
+    card = (ROOT / "problems" / "01_quadratic_complexity.yaml").read_text()
+    (root / "problems" / "01_quadratic_complexity.yaml").write_text(
+        "".join(line for line in card.splitlines(keepends=True) if not line.lstrip().startswith("shown:")))
     snip = root / "snippets" / "demo"
     snip.mkdir(parents=True)
     (snip / "alpha.py").write_text(OK.format(msg="alpha v1", v=1))
