@@ -197,7 +197,7 @@ def main():
     print(f"without early stop (whole forward recomputed): {results['matmul_flops']['ratio_no_early_stop']:.3f}x "
           f"the matmul FLOPs")
     print(f"gradients: bit-identical (max |diff| = {max_grad_diff:.1e})")
-    print(f"machine: {results['machine']['cpu']}, {results['machine']['torch_threads']} threads, "
+    print(f"machine: {results['machine']['cpu']}, {results['machine']['torch_threads']} torch thread{'' if results['machine']['torch_threads'] == 1 else 's'}, "
           f"torch {results['machine']['torch']}; peak = {mem['plain']['mem_method']}")
 
     assert plain_mib > 2.0 * ckpt_mib, f"checkpointing should cut peak memory well below half: {plain_mib:.0f} vs {ckpt_mib:.0f} MiB"

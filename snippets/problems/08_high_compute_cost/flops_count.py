@@ -213,7 +213,7 @@ def main():
           f"attention would add {gpt3['attention_share']:.1%}")
     print(f"achieved: step {achieved['step_ms']:.0f} ms = {achieved['step_gflop_per_s']:.1f} GFLOP/s; "
           f"1024^3 matmul {achieved['matmul_1024_gflop_per_s']:.1f} GFLOP/s; utilisation {achieved['utilisation']:.0%}")
-    print(f"machine: {results['machine']['cpu']}, {results['machine']['torch_threads']} threads, "
+    print(f"machine: {results['machine']['cpu']}, {results['machine']['torch_threads']} torch thread{'' if results['machine']['torch_threads'] == 1 else 's'}, "
           f"torch {results['machine']['torch']}")
 
 

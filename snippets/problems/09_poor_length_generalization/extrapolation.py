@@ -287,7 +287,7 @@ def main():
           "'none' == nn.TransformerEncoderLayer")
     print(f"shuffling tokens 0..{L - 2} changes the output at position {L - 1} by "
           f"{order_change['none']:.1e} without positions (none), {order_change['learned']:.2f} with learned ones")
-    print(f"machine: {summary['machine']['cpu']}, {summary['machine']['torch_threads']} threads, "
+    print(f"machine: {summary['machine']['cpu']}, {summary['machine']['torch_threads']} torch thread{'' if summary['machine']['torch_threads'] == 1 else 's'}, "
           f"torch {summary['machine']['torch']}")
 
     # The claims the page makes.

@@ -273,7 +273,7 @@ def main():
     for k, r in rows.items():
         print(f"{k:>13} {r['in_training_range']:8.3f} {r['beyond_L']:9.3f} {fb[k] if fb[k] < TEST_LEN else 'never':>16}")
     print("check: rotate() == multiplication by e^(i m theta) on complex pairs")
-    print(f"machine: {summary['machine']['cpu']}, {summary['machine']['torch_threads']} threads, "
+    print(f"machine: {summary['machine']['cpu']}, {summary['machine']['torch_threads']} torch thread{'' if summary['machine']['torch_threads'] == 1 else 's'}, "
           f"torch {summary['machine']['torch']}")
 
     # The claims the page makes.

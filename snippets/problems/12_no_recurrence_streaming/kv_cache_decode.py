@@ -228,7 +228,7 @@ def main():
     print(f"LLaMA-2-7B fp16 KV cache: {results['llama2_7b_kv_mib_per_token']:.2f} MiB per token, "
           f"{results['llama2_7b_kv_gib_at_100k_tokens']:.1f} GiB after 100,000 tokens")
     m = results["machine"]
-    print(f"machine: {m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}")
+    print(f"machine: {m['cpu']}, {m['torch_threads']} torch thread{'' if m['torch_threads'] == 1 else 's'}, torch {m['torch']}")
 
     # The claims the page makes.
     if dev == "cpu":  # a GPU is launch-bound at these sizes

@@ -358,7 +358,7 @@ def main():
         print(f"  so: {one_core['verdict']}")
     print(f"A100 (cited peaks, fp16): ridge {a100_ridge:.0f} FLOP/B; Q K^T intensity "
           f"{parts16['qk_matmul']['intensity']:.1f} -> {a100['qk_matmul_bound']}-bound")
-    print(f"machine: {machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}, "
+    print(f"machine: {machine['cpu']}, {machine['torch_threads']} torch thread{'' if machine['torch_threads'] == 1 else 's'}, torch {machine['torch']}, "
           f"kernel set {machine['cpu_capability']}, caches {machine['caches_per_cpu0']}")
 
     # 4) The claims the page makes.

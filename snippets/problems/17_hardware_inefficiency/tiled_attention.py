@@ -275,7 +275,7 @@ def main():
         print(f"{n:>6} {t['naive_ms']:>9.1f} {t['tiled_ms']:>9.1f} {t['sdpa_ms']:>8.1f} "
               f"{t['naive_over_sdpa']:>11.1f} {t['tiled_over_sdpa']:>11.1f}")
     print(f"at N={TIME_NS[-1]}, fused SDPA against naive attention: {summary['verdicts']['sdpa_vs_naive']}")
-    print(f"machine: {machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}")
+    print(f"machine: {machine['cpu']}, {machine['torch_threads']} torch thread{'' if machine['torch_threads'] == 1 else 's'}, torch {machine['torch']}")
 
     # 3) The claims the page makes. Memory is counted from allocation events, not RSS: the same on an
     #    idle and on a loaded machine, so the bounds can be tight.

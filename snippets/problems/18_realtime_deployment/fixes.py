@@ -379,7 +379,7 @@ def main():
     for key in ("bf16", "int8"):
         if f"{key}_prefill" in vd:
             print(f"{key}: prefill {vd[key + '_prefill']}; decode step {vd[key + '_decode']}")
-    print(f"machine: {m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}")
+    print(f"machine: {m['cpu']}, {m['torch_threads']} torch thread{'' if m['torch_threads'] == 1 else 's'}, torch {m['torch']}")
 
     # The claims the page makes.
     assert rows["kv_cache"]["same_tokens"], "the KV cache must not change the output"

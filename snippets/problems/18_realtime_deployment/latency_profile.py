@@ -316,7 +316,7 @@ def main():
     print(f"end to end, {E2E_PROMPT}-token prompt + {E2E_NEW} tokens: measured {e['measured_ms']:.0f} ms, "
           f"TTFT + n_out x T_token = {e['model_ms']:.0f} ms ({summary['verdicts']['end_to_end']})")
     print(summary["verdicts"]["batch2"])
-    print(f"machine: {m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}")
+    print(f"machine: {m['cpu']}, {m['torch_threads']} torch thread{'' if m['torch_threads'] == 1 else 's'}, torch {m['torch']}")
 
     # 4) The claims the page makes.
     assert m["torch_threads"] == THREADS, "the page says how many threads ran"
